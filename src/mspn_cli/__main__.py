@@ -1,0 +1,3 @@
+from mspn_cli.cli import main
+
+main()

@@ -1,0 +1,94 @@
+"""The small interface every inference backend implements."""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from mspn_cli.errors import UsageError
+
+
+class Backend:
+    """Runs one network on a float32 NCHW batch and returns its outputs as numpy arrays.
+
+    `run(batch)` returns a list of arrays (one per network output, in the network's
+    output order). Implementations must accept any batch size without re-tracing
+    or re-compiling per call beyond a small, bounded cache.
+    """
+
+    name = "abstract"
+
+    def run(self, batch: np.ndarray) -> List[np.ndarray]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release native resources; the backend is unusable afterwards."""
+
+
+# name -> (is_available(device) -> bool, factory(model, device, **options) -> Backend)
+_FACTORIES: Dict[str, Callable[..., Backend]] = {}
+_AVAILABLE: Dict[str, Callable[[str], bool]] = {}
+# Fastest first: `auto` picks the first one available on the device.
+_PREFERENCE: List[str] = []
+
+
+def register_backend(name: str, factory: Callable[..., Backend], available: Callable[[str], bool], rank: int) -> None:
+    _FACTORIES[name] = factory
+    _AVAILABLE[name] = available
+    if name not in _PREFERENCE:
+        _PREFERENCE.insert(min(rank, len(_PREFERENCE)), name)
+
+
+def _load_builtin_backends() -> None:
+    # Imported for their `register_backend` side effect; optional ones may be absent.
+    import importlib
+
+    for module in (
+        "mspn_cli.backends.megengine_backend",
+        "mspn_cli.backends.lite_backend",
+        "mspn_cli.backends.onnxruntime_backend",
+    ):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def available_backends(device: str = "cpu") -> List[str]:
+    _load_builtin_backends()
+    return [name for name in _PREFERENCE if _AVAILABLE[name](device)]
+
+
+def create_backend(name: str, model, device: str = "cpu", **options) -> Backend:
+    """Create backend `name` ("auto" = fastest available) for a MegEngine `model` with loaded weights."""
+    _load_builtin_backends()
+    if name == "auto":
+        names: Sequence[str] = available_backends(device)
+        if not names:
+            raise UsageError(f"no inference backend is available on device '{device}'")
+        name = names[0]
+    if name not in _FACTORIES:
+        raise UsageError(f"unknown backend '{name}'; choose from auto, {', '.join(_PREFERENCE)}")
+    if not _AVAILABLE[name](device):
+        raise UsageError(f"backend '{name}' is not available on device '{device}'")
+    return _FACTORIES[name](model, device=device, **options)
+
+
+def as_output_list(outputs) -> List[np.ndarray]:
+    if isinstance(outputs, (list, tuple)):
+        flat: List[np.ndarray] = []
+        for item in outputs:
+            flat.extend(as_output_list(item))
+        return flat
+    return [np.asarray(outputs)]
+
+
+def optional_import(name: str) -> Optional[object]:
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None

@@ -1,0 +1,78 @@
+"""The reference backend: the network as a MegEngine traced graph (`jit.trace`)."""
+
+from __future__ import annotations
+
+from typing import List
+
+import numpy as np
+
+from mspn_cli._mge import gpu_count, import_megengine, silenced_stderr
+from mspn_cli.backends.base import Backend, as_output_list, register_backend
+from mspn_cli.errors import UsageError
+
+mge = import_megengine()
+
+
+def normalize_device(device: str) -> str:
+    """Map the CLI's cpu/gpu (or a MegEngine string like gpu0, cpu0, cpux) to MegEngine's."""
+    device = (device or "cpu").strip().lower()
+    if device == "cpu":
+        return "cpux"  # MegEngine's default multi-threaded CPU comp node
+    if device in ("gpu", "cuda"):
+        return "gpu0"
+    if device.startswith(("cpu", "gpu", "multithread", "xpu")):
+        return device
+    raise UsageError(f"unknown device '{device}'; use cpu, gpu, or a MegEngine device like gpu1")
+
+
+def device_available(device: str) -> bool:
+    dev = normalize_device(device)
+    if dev.startswith("gpu"):
+        index = dev[3:]
+        return gpu_count() > (int(index) if index.isdigit() else 0)
+    return True
+
+
+class MegEngineBackend(Backend):
+    """Runs `model` through `jit.trace(symbolic=True, capture_as_const=True)`.
+
+    MegEngine 1.13's symbolic trace accepts new input shapes without re-tracing
+    the Python code, so one traced function serves every batch size.
+    """
+
+    name = "megengine"
+
+    def __init__(self, model, device: str = "cpu"):
+        self.device = normalize_device(device)
+        if not device_available(device):
+            raise UsageError(f"device '{device}' is not available to MegEngine (no usable GPU found)")
+        self.model = model
+        self.model.eval()
+        with silenced_stderr():
+            mge.set_default_device(self.device)
+        from megengine.jit import trace
+
+        @trace(symbolic=True, capture_as_const=True)
+        def _forward(batch):
+            return self.model(batch)
+
+        self._forward = _forward
+        self.traced = _forward
+
+    def run(self, batch: np.ndarray) -> List[np.ndarray]:
+        tensor = mge.tensor(np.ascontiguousarray(batch, dtype=np.float32), device=self.device)
+        outputs = self._forward(tensor)
+        return [np.asarray(out.numpy() if hasattr(out, "numpy") else out) for out in _flatten(outputs)]
+
+
+def _flatten(outputs):
+    if isinstance(outputs, (list, tuple)):
+        for item in outputs:
+            yield from _flatten(item)
+    else:
+        yield outputs
+
+
+register_backend("megengine", MegEngineBackend, device_available, rank=100)
+
+__all__ = ["MegEngineBackend", "normalize_device", "device_available", "as_output_list"]

@@ -1,0 +1,63 @@
+"""Typer application, global options, and the mapping of errors to exit codes."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Optional
+
+import typer
+
+from mspn_cli import __version__
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 all inputs processed; 1 some inputs failed, the rest were processed; "
+    "2 usage error; 3 input error (nothing could be processed); 4 weights or model unavailable; "
+    "5 invalid config; 130 interrupted (Ctrl-C), after flushing finished results."
+)
+
+app = typer.Typer(
+    name="mspn",
+    help="Multi-person 2D human pose estimation: RetinaNet finds people, MSPN (4-stage) "
+    "estimates their 17 COCO keypoints. Outputs COCO-format JSON and annotated images.\n\n" + EXIT_CODES_HELP,
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Subcommand modules register themselves on `app` when imported.
+_COMMAND_MODULES = (
+    "mspn_cli.cli.keypoints_cmd",
+    "mspn_cli.cli.detect_cmd",
+    "mspn_cli.cli.visualize_cmd",
+    "mspn_cli.cli.eval_cmd",
+    "mspn_cli.cli.weights_cmd",
+    "mspn_cli.cli.export_cmd",
+    "mspn_cli.cli.doctor_cmd",
+)
+
+for _module in _COMMAND_MODULES:
+    try:
+        importlib.import_module(_module)
+    except ModuleNotFoundError as exc:  # a command not built yet must not break the others
+        if exc.name != _module:
+            raise
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"mspn-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(
+        None, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Multi-person pose estimation (RetinaNet + MSPN on MegEngine)."""
+
+
+def main() -> None:
+    app()

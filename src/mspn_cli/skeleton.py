@@ -1,0 +1,62 @@
+"""COCO person keypoints as plain data: names, flip pairs, limbs and drawing colours."""
+
+KEYPOINT_NAMES = (
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+)
+
+NUM_KEYPOINTS = len(KEYPOINT_NAMES)
+
+# Channel k of a flipped prediction holds joint FLIP_ORDER[k].
+FLIP_ORDER = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
+
+# 0-based joint pairs; the same 19 edges as COCO's 1-based `skeleton`.
+LIMBS = (
+    (15, 13), (13, 11), (16, 14), (14, 12), (11, 12),
+    (5, 11), (6, 12), (5, 6), (5, 7), (6, 8),
+    (7, 9), (8, 10), (1, 2), (0, 1), (0, 2),
+    (1, 3), (2, 4), (3, 5), (4, 6),
+)
+
+# BGR colours: left side warm, right side cool, centre line green-ish, face purple.
+_LEFT = (0, 140, 255)
+_RIGHT = (255, 160, 0)
+_CENTRE = (80, 200, 80)
+_FACE = (200, 80, 200)
+
+LIMB_COLORS = (
+    _LEFT, _LEFT, _RIGHT, _RIGHT, _CENTRE,
+    _LEFT, _RIGHT, _CENTRE, _LEFT, _RIGHT,
+    _LEFT, _RIGHT, _FACE, _FACE, _FACE,
+    _FACE, _FACE, _FACE, _FACE,
+)
+
+KEYPOINT_COLORS = (
+    _FACE, _FACE, _FACE, _FACE, _FACE,
+    _LEFT, _RIGHT, _LEFT, _RIGHT, _LEFT, _RIGHT,
+    _LEFT, _RIGHT, _LEFT, _RIGHT, _LEFT, _RIGHT,
+)
+
+# COCO's category record for persons, as written into results and annotations.
+COCO_PERSON_CATEGORY = {
+    "id": 1,
+    "name": "person",
+    "supercategory": "person",
+    "keypoints": list(KEYPOINT_NAMES),
+    "skeleton": [[a + 1, b + 1] for a, b in LIMBS],
+}

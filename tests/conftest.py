@@ -1,0 +1,88 @@
+"""Shared fixtures: paths to ../shared data, generated weights, CLI runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MSPN_SHARED", REPO.parent / "shared")).resolve()
+DATA = SHARED / "data"
+IMAGES = DATA / "images"
+COCO_SAMPLE = DATA / "coco_sample"
+REFERENCE = SHARED / "reference"
+
+# Generated weights are expensive (MSPN is ~283 MB); keep them across runs in the checkout.
+WEIGHTS_CACHE = Path(os.environ.get("MSPN_TEST_CACHE", REPO / ".mspn_test_cache"))
+
+
+def _generate(model_name: str, filename: str, seed: int) -> Path:
+    from tests.weightgen import random_state_dict, write_official_pickle
+    from mspn_cli.models import build_model
+
+    path = WEIGHTS_CACHE / filename
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        write_official_pickle(random_state_dict(build_model(model_name), seed=seed), tmp)
+        tmp.replace(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def mspn_weights() -> Path:
+    """Seeded random MSPN weights in the official pickle format (tests only)."""
+    return _generate("mspn_4stage", "mspn_4stage_random_seed0.pkl", seed=0)
+
+
+@pytest.fixture(scope="session")
+def detector_weights() -> Path:
+    """Seeded random RetinaNet weights in the official pickle format (tests only)."""
+    return _generate("retinanet_res50_coco_3x_800size", "retinanet_random_seed0.pkl", seed=1)
+
+
+@pytest.fixture()
+def mspn_home(tmp_path, monkeypatch) -> Path:
+    """An empty weights cache, so no test touches the user's ~/.cache."""
+    home = tmp_path / "mspn_home"
+    monkeypatch.setenv("MSPN_HOME", str(home))
+    return home
+
+
+def run_mspn(*args, check: bool = False, input: str = None, env: dict = None, timeout: float = 600):
+    """Run the real `mspn` command in a subprocess, as a user would."""
+    full_env = dict(os.environ)
+    full_env.setdefault("MSPN_HOME", str(WEIGHTS_CACHE / "home"))
+    full_env["COLUMNS"] = "200"
+    if env:
+        full_env.update(env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mspn_cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        input=input,
+        env=full_env,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mspn {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stderr}")
+    return proc
+
+
+def assert_clean_error(proc, code=None):
+    """One clear error line on stderr, no traceback, a non-zero exit code."""
+    assert proc.returncode != 0, proc.stderr
+    if code is not None:
+        assert proc.returncode == code, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1, proc.stderr
+
+
+def load_json(path):
+    with open(path) as handle:
+        return json.load(handle)
