@@ -27,7 +27,7 @@ def _generate(model_name: str, filename: str, seed: int) -> Path:
 
     path = WEIGHTS_CACHE / filename
     if not path.exists():
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         write_official_pickle(random_state_dict(build_model(model_name), seed=seed), tmp)
         tmp.replace(path)
     return path
