@@ -1,0 +1,6 @@
+"""Post-processing: pure numpy/cv2, no MegEngine."""
+
+from mspn_cli.postprocess.pose import *  # noqa: F401,F403
+from mspn_cli.postprocess.pose import __all__ as _pose_all
+
+__all__ = list(_pose_all)
