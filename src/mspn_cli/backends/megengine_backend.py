@@ -42,7 +42,7 @@ class MegEngineBackend(Backend):
 
     name = "megengine"
 
-    def __init__(self, model, device: str = "cpu"):
+    def __init__(self, model, device: str = "cpu", **_options):
         self.device = normalize_device(device)
         if not device_available(device):
             raise UsageError(f"device '{device}' is not available to MegEngine (no usable GPU found)")

@@ -1,0 +1,228 @@
+"""Inputs: expanding files, folders, globs and path lists; decoding images and video frames.
+
+Nothing here runs a model. Decoding happens ahead of inference on a background thread
+(`prefetch`), so the network never waits on disk or JPEG decoding.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
+
+# Refuse absurd image headers before OpenCV tries to allocate them (default is 2^30 px).
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(1 << 28))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mspn_cli.errors import InputError  # noqa: E402
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pgm", ".ppm", ".pnm")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+LIST_EXTENSIONS = (".txt", ".lst")
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "InputItem",
+    "expand_inputs",
+    "is_video",
+    "read_image",
+    "decode_image_bytes",
+    "image_id_for",
+    "prefetch",
+    "iter_video_frames",
+]
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One input file; `error` is set when it could not even be listed (e.g. missing)."""
+
+    path: Path
+    error: Optional[str] = None
+
+
+def is_video(path: Union[str, Path]) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _list_file(path: Path) -> List[InputItem]:
+    items = []
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read path list {path}: {exc}") from None
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        entry = Path(line)
+        if not entry.is_absolute():
+            entry = path.parent / entry
+        items.append(InputItem(entry) if entry.exists() else InputItem(entry, "file not found"))
+    return items
+
+
+def expand_inputs(inputs: Sequence[Union[str, Path]], recursive: bool = False) -> List[InputItem]:
+    """Files, folders (their images, sorted), globs and .txt path lists -> input items.
+
+    A missing path becomes an item carrying an error, so a batch can report it at the
+    end instead of stopping. An input that expands to nothing raises InputError.
+    """
+    items: List[InputItem] = []
+    for raw in inputs:
+        text = str(raw)
+        path = Path(text)
+        if path.is_dir():
+            pattern = "**/*" if recursive else "*"
+            found = sorted(p for p in path.glob(pattern) if p.is_file() and (_is_image_name(p) or is_video(p)))
+            if not found:
+                raise InputError(f"no images found in folder {path}")
+            items.extend(InputItem(p) for p in found)
+        elif path.is_file() and path.suffix.lower() in LIST_EXTENSIONS:
+            listed = _list_file(path)
+            if not listed:
+                raise InputError(f"path list {path} names no files")
+            items.extend(listed)
+        elif path.exists():
+            items.append(InputItem(path))
+        elif glob.has_magic(text):
+            found = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+            if not found:
+                raise InputError(f"no files match {text}")
+            items.extend(InputItem(p) for p in found)
+        else:
+            items.append(InputItem(path, "file not found"))
+    return items
+
+
+def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
+    """Decode encoded image bytes to H x W x 3 uint8 BGR.
+
+    IMREAD_COLOR matches the official `cv2.imread` path: grayscale is replicated,
+    alpha is dropped, 16-bit is scaled to 8-bit, EXIF orientation is applied.
+    """
+    if not data:
+        raise InputError(f"{name}: empty file")
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    try:
+        image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    except cv2.error:
+        image = None
+    if image is None or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
+        raise InputError(f"{name}: not a readable image (corrupt, truncated or unsupported format)")
+    return image
+
+
+def read_image(path: Union[str, Path]) -> np.ndarray:
+    """Read an image file as H x W x 3 uint8 BGR, or raise InputError with one clear line."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not an image")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    return decode_image_bytes(data, str(path))
+
+
+def image_id_for(path: Union[str, Path], fallback: int) -> int:
+    """COCO-style id: the numeric file stem (000000000785.jpg -> 785), else `fallback`."""
+    stem = Path(path).stem
+    return int(stem) if stem.isdigit() else fallback
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def prefetch(items: Iterable[T], load: Callable[[T], R], depth: int = 4) -> Iterator[Tuple[T, Optional[R], Optional[BaseException]]]:
+    """Yield (item, load(item), error) in order, with `load` running `depth` items ahead on a thread.
+
+    Errors from `load` are yielded, not raised, so the consumer decides whether a bad
+    file stops the batch.
+    """
+    results: "queue.Queue" = queue.Queue(maxsize=max(depth, 1))
+    done = object()
+    stop = threading.Event()
+
+    def worker() -> None:
+        for item in items:
+            if stop.is_set():
+                break
+            try:
+                results.put((item, load(item), None))
+            except Exception as exc:  # noqa: BLE001 - handed to the consumer
+                results.put((item, None, exc))
+        results.put(done)
+
+    thread = threading.Thread(target=worker, name="mspn-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            entry = results.get()
+            if entry is done:
+                break
+            yield entry
+    finally:
+        stop.set()
+        # Drain so the worker can finish a blocked put and exit.
+        while thread.is_alive():
+            try:
+                results.get(timeout=0.05)
+            except queue.Empty:
+                pass
+
+
+def iter_video_frames(path: Union[str, Path], every: int = 1) -> Iterator[Tuple[int, np.ndarray]]:
+    """Yield (frame_index, BGR frame) for every `every`-th frame, streaming."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise InputError(f"{path}: not a readable video")
+        index = 0
+        produced = 0
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            if index % every == 0:
+                produced += 1
+                yield index, frame
+            index += 1
+        if index == 0:
+            raise InputError(f"{path}: video has no readable frames")
+    finally:
+        capture.release()
+
+
+def video_properties(path: Union[str, Path]) -> Tuple[float, int, int, int]:
+    """(fps, width, height, frame_count) of a video, or InputError."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise InputError(f"{path}: not a readable video")
+        fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        return float(fps), width, height, count
+    finally:
+        capture.release()

@@ -1,0 +1,132 @@
+"""Outputs, written atomically: an interrupted run never leaves half a file behind.
+
+Each writer goes to a temporary file in the destination folder and renames it into
+place, and refuses to replace an existing file unless asked to.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Iterator, Optional, Union
+
+import cv2
+import numpy as np
+
+from mspn_cli.errors import OutputError
+
+__all__ = [
+    "check_output_path",
+    "atomic_write",
+    "write_json_atomic",
+    "write_image_atomic",
+    "JsonlWriter",
+    "to_jsonable",
+]
+
+
+def check_output_path(path: Union[str, Path], overwrite: bool = False, what: str = "output") -> Path:
+    """Fail early (before any work) when `path` cannot or must not be written."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise OutputError(f"{what} {path} is a folder; give a file name")
+    if not parent.is_dir():
+        raise OutputError(f"cannot write {what} {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"cannot write {what} {path}: folder {parent} is not writable")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{what} {path} already exists; pass --overwrite to replace it")
+    return path
+
+
+@contextmanager
+def atomic_write(path: Union[str, Path], mode: str = "w") -> Iterator[IO]:
+    """Open a temporary file next to `path`; rename it over `path` only on success."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except OSError:
+            pass
+        raise
+
+
+def to_jsonable(value: Any) -> Any:
+    """numpy scalars/arrays -> Python; non-finite floats -> None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json_atomic(path: Union[str, Path], obj: Any, indent: Optional[int] = None) -> None:
+    """Write JSON to `path` atomically, or to stdout when `path` is "-"."""
+    text = json.dumps(to_jsonable(obj), indent=indent)
+    if str(path) == "-":
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+        return
+    with atomic_write(path) as handle:
+        handle.write(text)
+
+
+def write_image_atomic(path: Union[str, Path], image: np.ndarray, jpeg_quality: int = 92) -> None:
+    path = Path(path)
+    extension = path.suffix.lower() or ".jpg"
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if extension in (".jpg", ".jpeg") else []
+    ok, encoded = cv2.imencode(extension, image, params)
+    if not ok:
+        raise OutputError(f"cannot encode image as {extension}: {path}")
+    with atomic_write(path, "wb") as handle:
+        handle.write(encoded.tobytes())
+
+
+class JsonlWriter:
+    """One JSON record per line, flushed as each arrives (to a file or stdout)."""
+
+    def __init__(self, path: Union[str, Path]):
+        self.path = str(path)
+        if self.path == "-":
+            self._handle: IO = sys.stdout
+            self._owned = False
+        else:
+            self._handle = open(self.path, "w")
+            self._owned = True
+
+    def write(self, record: Any) -> None:
+        self._handle.write(json.dumps(to_jsonable(record)) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        if self._owned:
+            self._handle.close()
+
+    def __enter__(self) -> "JsonlWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
