@@ -1,0 +1,228 @@
+"""`mspn visualize`: draw keypoint results from a JSON file onto their image."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, List, Optional
+
+import cv2
+import numpy as np
+import typer
+
+from mspn_cli.cli.app import app
+from mspn_cli.cli.common import console_err, guarded, warn
+from mspn_cli.errors import InputError, OutputError
+from mspn_cli.visualize import draw_records, records_to_arrays, to_bgr8
+
+JPEG_QUALITY = 95
+
+
+@app.command("visualize")
+@guarded
+def visualize(
+    image: Path = typer.Argument(..., help="Image to draw on (JPEG, PNG, ...; gray, RGBA and 16-bit are converted)."),
+    keypoints: Path = typer.Option(
+        ...,
+        "--keypoints",
+        "-k",
+        help="COCO keypoint results JSON (a list of records), as written by `mspn keypoints` or `mspn eval-coco`.",
+    ),
+    output: Optional[Path] = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Output image; its extension picks the format. An existing folder means <folder>/<stem>_vis.jpg. "
+        "\\[default: ./<image stem>_vis.jpg]",
+        show_default=False,
+    ),
+    kpt_thr: float = typer.Option(
+        0.3, "--kpt-thr", min=0.0, help="Draw a joint only if its keypoint score is above this; a limb needs both ends."
+    ),
+    no_boxes: bool = typer.Option(False, "--no-boxes", help="Do not draw person boxes and their scores."),
+    image_id: Optional[int] = typer.Option(
+        None,
+        "--image-id",
+        help="Use the records with this image_id, instead of matching by file name or numeric file stem. "
+        "\\[default: match file_name, else image_id = numeric stem, e.g. 000000000785.jpg → 785]",
+        show_default=False,
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output image if it already exists."),
+) -> None:
+    """Draw skeletons and person boxes from a keypoint results JSON onto IMAGE."""
+    picture = read_image_bgr(image)
+    records = load_results(keypoints)
+    out_path = _resolve_output(image, output)
+    if out_path.exists() and not overwrite:
+        raise OutputError(f"{out_path} already exists; pass --overwrite to replace it")
+    if not out_path.parent.is_dir():
+        raise OutputError(f"output folder {out_path.parent} does not exist")
+    if not out_path.suffix or not cv2.haveImageWriter(str(out_path)):
+        extension = out_path.suffix or "(none)"
+        raise OutputError(f"cannot write {out_path}: unsupported image extension {extension!r}; use .jpg or .png")
+
+    selected = select_records(records, image, image_id)
+    if not selected:
+        ids = sorted({r.get("image_id") for r in records if isinstance(r.get("image_id"), int)})
+        shown = ", ".join(map(str, ids[:10])) + (", ..." if len(ids) > 10 else "") if ids else "none"
+        wanted = f"image_id {image_id}" if image_id is not None else f"image {image.name}"
+        warn(
+            f"no results for {wanted} in {keypoints} (image ids present: {shown}); "
+            "writing the image without skeletons (use --image-id to choose records)"
+        )
+
+    drawn = draw_records(picture, selected, kpt_thr=kpt_thr, draw_boxes=not no_boxes)
+    write_image_atomic(out_path, drawn, overwrite=overwrite)
+    people = f"{len(selected)} {'person' if len(selected) == 1 else 'people'}"
+    console_err.print(f"wrote {out_path} ({people})", soft_wrap=True, markup=False)
+
+
+def _resolve_output(image: Path, output: Optional[Path]) -> Path:
+    default_name = f"{image.stem}_vis.jpg"
+    if output is None:
+        return Path(default_name)
+    if output.is_dir():
+        return output / default_name
+    return output
+
+
+def read_image_bgr(path: Path) -> np.ndarray:
+    """Decode an image file into 8-bit BGR, or raise InputError with one clear line."""
+    if not path.exists():
+        raise InputError(f"image not found: {path}")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, expected an image file")
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)  # unlike cv2.imread, works for any path encoding
+    except OSError as exc:
+        raise InputError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    # ANYCOLOR|ANYDEPTH keeps gray and 16-bit data for to_bgr8 to convert, and unlike
+    # IMREAD_UNCHANGED it applies the EXIF orientation, as cv2.imread's default does, so
+    # keypoints computed on the upright image land on the right pixels.
+    decoded = cv2.imdecode(data, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH) if data.size else None
+    if decoded is None:
+        raise InputError(f"cannot decode image {path} (not an image, or corrupt)")
+    return to_bgr8(decoded)
+
+
+def load_results(path: Path) -> List[Any]:
+    """Read a results JSON file and check every record; InputError names the problem."""
+    if not path.exists():
+        raise InputError(f"results file not found: {path}")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, expected a results JSON file")
+    try:
+        with open(path, "rb") as handle:
+            records = json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not valid JSON (not UTF-8 text)") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+    if not isinstance(records, list):
+        hint = ""
+        if isinstance(records, dict) and "annotations" in records:
+            hint = " (this looks like a COCO annotation file, not a results file)"
+        found = _json_type(records)
+        raise InputError(f"{path} must hold a JSON list of keypoint result records, found a {found}{hint}")
+    try:
+        records_to_arrays(records)  # validates every record, so errors name the file
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    return records
+
+
+def select_records(records: List[Any], image: Path, image_id: Optional[int]) -> List[Any]:
+    """The records for this image: by --image-id if given, else file_name, else numeric stem."""
+    if image_id is not None:
+        return [r for r in records if _same_id(r.get("image_id"), image_id)]
+    by_name = [r for r in records if _basename(r.get("file_name")) == image.name]
+    if by_name:
+        return by_name
+    if image.stem.isdigit():
+        stem_id = int(image.stem)
+        return [r for r in records if _same_id(r.get("image_id"), stem_id)]
+    return []
+
+
+def write_image_atomic(path: Path, image: np.ndarray, overwrite: bool) -> None:
+    """Encode, write a temporary file beside `path`, then move it into place in one step.
+
+    A reader never sees a half-written image, and an interrupted run leaves the old file.
+    """
+    suffix = path.suffix.lower()
+    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if suffix in (".jpg", ".jpeg") else []
+    try:
+        ok, encoded = cv2.imencode(suffix or ".none", image, params)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise OutputError(f"cannot write {path}: unsupported image extension {suffix or '(none)'!r}; use .jpg or .png")
+
+    directory = path.parent
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise OutputError(f"cannot write to {directory}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(encoded.tobytes())
+        # mkstemp creates 0600 files; give the image the permissions a plain write would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)
+        if overwrite:
+            os.replace(tmp_name, path)
+        else:
+            _move_no_clobber(tmp_name, path)
+    except OSError as exc:
+        _remove_quietly(tmp_name)
+        if isinstance(exc, FileExistsError):
+            raise OutputError(f"{path} already exists; pass --overwrite to replace it") from None
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        _remove_quietly(tmp_name)
+        raise
+
+
+def _move_no_clobber(tmp_name: str, path: Path) -> None:
+    # A hard link fails if the target appeared since the exists() check; os.replace would not.
+    try:
+        os.link(tmp_name, path)
+    except FileExistsError:
+        raise
+    except OSError:  # file systems without hard links
+        if path.exists():
+            raise FileExistsError(str(path)) from None
+        os.replace(tmp_name, path)
+        return
+    os.unlink(tmp_name)
+
+
+def _remove_quietly(name: str) -> None:
+    try:
+        os.unlink(name)
+    except OSError:
+        pass
+
+
+def _basename(name: Any) -> Optional[str]:
+    # Records may carry POSIX or Windows paths; compare only the last component.
+    if not isinstance(name, str) or not name:
+        return None
+    return re.split(r"[\\/]", name)[-1]
+
+
+def _same_id(value: Any, wanted: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value == wanted
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "JSON object", str: "string", int: "number", float: "number", bool: "boolean"}.get(
+        type(value), "null" if value is None else type(value).__name__
+    )
