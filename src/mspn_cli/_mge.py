@@ -10,9 +10,12 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import warnings
 from typing import Iterator
 
 os.environ.setdefault("MGE_LOG_LEVEL", "ERROR")  # silence info/debug logging from the C++ core
+# MegEngine enables flush-to-zero, after which numpy warns on its first float introspection.
+warnings.filterwarnings("ignore", message="The value of the smallest subnormal")
 
 
 @contextlib.contextmanager

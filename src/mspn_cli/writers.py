@@ -59,6 +59,7 @@ def atomic_write(path: Union[str, Path], mode: str = "w") -> Iterator[IO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o666 & ~_current_umask())  # mkstemp creates 0600; use the usual mode
         os.replace(tmp_name, path)
     except BaseException:
         try:
@@ -66,6 +67,12 @@ def atomic_write(path: Union[str, Path], mode: str = "w") -> Iterator[IO]:
         except OSError:
             pass
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def to_jsonable(value: Any) -> Any:
@@ -130,3 +137,33 @@ class JsonlWriter:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class VideoWriterAtomic:
+    """An MP4 (or other container) written to a temporary file and renamed when closed."""
+
+    def __init__(self, path: Union[str, Path], fps: float, size, fourcc: str = "mp4v"):
+        self.path = Path(path)
+        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp{self.path.suffix}")
+        self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*fourcc), max(fps, 1.0), tuple(size))
+        if not self._writer.isOpened():
+            raise OutputError(f"cannot open a video writer for {self.path}")
+        self.frames = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        self._writer.write(frame)
+        self.frames += 1
+
+    def close(self) -> None:
+        self._writer.release()
+        if self.frames == 0:
+            self.abort()
+            return
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        self._writer.release()
+        try:
+            os.unlink(self._tmp)
+        except OSError:
+            pass

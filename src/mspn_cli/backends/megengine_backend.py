@@ -49,7 +49,7 @@ class MegEngineBackend(Backend):
         self.model = model
         self.model.eval()
         with silenced_stderr():
-            mge.set_default_device(self.device)
+            _move_to_device(self.model, self.device)
         from megengine.jit import trace
 
         @trace(symbolic=True, capture_as_const=True)
@@ -63,6 +63,14 @@ class MegEngineBackend(Backend):
         tensor = mge.tensor(np.ascontiguousarray(batch, dtype=np.float32), device=self.device)
         outputs = self._forward(tensor)
         return [np.asarray(out.numpy() if hasattr(out, "numpy") else out) for out in _flatten(outputs)]
+
+
+def _move_to_device(model, device: str) -> None:
+    # Parameters are created on MegEngine's default device ("xpux"); a graph mixing
+    # "xpux" and an explicit "cpux" input is rejected, so every tensor moves explicitly.
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if str(tensor.device) != device:
+            tensor._reset(tensor.to(device))
 
 
 def _flatten(outputs):

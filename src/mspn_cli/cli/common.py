@@ -58,3 +58,81 @@ def _quiet_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):
         pass
+
+
+# ---------------------------------------------------------------------------
+# Batch bookkeeping and progress shared by the image-processing commands.
+
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from typing import List, Optional, Tuple  # noqa: E402
+
+from mspn_cli.errors import EXIT_OK, EXIT_PARTIAL, InputError, UsageError  # noqa: E402
+
+
+@dataclass
+class BatchReport:
+    """What a batch run did: counts, failures (path, reason), wall time."""
+
+    images: int = 0
+    persons: int = 0
+    failures: List[Tuple[str, str]] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+    def fail(self, path: str, reason: str) -> None:
+        self.failures.append((str(path), reason))
+
+    def exit_code(self) -> int:
+        if not self.failures:
+            return EXIT_OK
+        return EXIT_PARTIAL if self.images else InputError.exit_code
+
+    def print_summary(self, quiet: bool, noun: str = "persons") -> None:
+        elapsed = time.perf_counter() - self.started
+        if not quiet:
+            rate = self.images / elapsed if elapsed > 0 else 0.0
+            console_err.print(
+                f"[green]done:[/green] {self.images} image(s), {self.persons} {noun}, "
+                f"{len(self.failures)} failed, {elapsed:.1f} s ({rate:.2f} images/s)"
+            )
+        for path, reason in self.failures:
+            fail(f"{path}: {reason}" if not reason.startswith(path) else reason)
+
+
+def make_progress(total: Optional[int], quiet: bool, description: str):
+    """A Rich progress bar on stderr, only when stderr is a terminal and not --quiet."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    enabled = not quiet and console_err.is_terminal
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console_err,
+        disable=not enabled,
+        transient=False,
+    )
+    task = progress.add_task(description, total=total)
+    return progress, task
+
+
+def parse_det_size(text: Optional[str]) -> Optional[Tuple[int, int]]:
+    """'800' -> (800, 1333 scaled); '512,853' -> (512, 853)."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = [int(p) for p in parts if p]
+    except ValueError:
+        raise UsageError(f"--det-size must be SHORT or SHORT,MAX in pixels, got '{text}'") from None
+    if len(values) == 1:
+        short = values[0]
+        values = [short, int(round(short * 1333 / 800))]
+    if len(values) != 2:
+        raise UsageError(f"--det-size must be SHORT or SHORT,MAX in pixels, got '{text}'")
+    short, longest = values
+    if not (32 <= short <= longest <= 4096):
+        raise UsageError(f"--det-size must satisfy 32 <= SHORT <= MAX <= 4096, got '{text}'")
+    return short, longest
