@@ -33,7 +33,9 @@ def _check_bgr_image(image: np.ndarray) -> None:
         raise InputError(f"detector input is empty (shape {image.shape})")
 
 
-def detector_scale(height: int, width: int, short_side: int = DEFAULT_SHORT_SIDE, max_side: int = DEFAULT_MAX_SIDE) -> float:
+def detector_scale(
+    height: int, width: int, short_side: int = DEFAULT_SHORT_SIDE, max_side: int = DEFAULT_MAX_SIDE
+) -> float:
     """Scale that brings the short side to `short_side` unless the long side would exceed `max_side`."""
     if height < 1 or width < 1:
         raise InputError(f"image size must be positive, got {height}x{width}")
@@ -43,7 +45,9 @@ def detector_scale(height: int, width: int, short_side: int = DEFAULT_SHORT_SIDE
     return scale
 
 
-def resized_shape(height: int, width: int, short_side: int = DEFAULT_SHORT_SIDE, max_side: int = DEFAULT_MAX_SIDE) -> Tuple[int, int]:
+def resized_shape(
+    height: int, width: int, short_side: int = DEFAULT_SHORT_SIDE, max_side: int = DEFAULT_MAX_SIDE
+) -> Tuple[int, int]:
     """(new_h, new_w) with Python's round (half to even), as the official evaluator."""
     scale = detector_scale(height, width, short_side, max_side)
     return max(int(round(height * scale)), 1), max(int(round(width * scale)), 1)

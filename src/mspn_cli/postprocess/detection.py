@@ -1,0 +1,302 @@
+"""RetinaNet outputs -> detections: anchors, box decoding, NMS (reference §7.3, §7.5).
+
+Pure numpy. Every function works on ONE image; index the batch first (or pass
+`image_index` where offered). Arithmetic is float32 like the official graph, and the
+NMS/cap ordering rules are the official ones, ties included.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from mspn_cli.config import AnchorConfig, DetectorPostprocessConfig
+from mspn_cli.errors import ConfigError, InputError
+
+IOU_DENOMINATOR_FLOOR = 1e-5
+
+# (resized_h, resized_w, orig_h, orig_w)
+ImInfo = Tuple[int, int, int, int]
+
+EMPTY_DETECTIONS_SHAPE = (0, 6)
+
+
+def _anchor_shapes(base_size: float, scales: Sequence[float], ratios: Sequence[float]) -> np.ndarray:
+    """K x 2 (w, h) per location: scale is the outer loop, ratio (h / w) the inner one."""
+    sizes = np.array([base_size * scale for scale in scales for _ in ratios], dtype=np.float32)
+    aspect = np.array([ratio for _ in scales for ratio in ratios], dtype=np.float32)
+    widths = np.sqrt(sizes * sizes / aspect)
+    heights = aspect * widths
+    return np.stack([widths, heights], axis=1)
+
+
+def generate_anchors(
+    feature_shapes: Sequence[Tuple[int, int]],
+    strides: Sequence[int],
+    base_sizes: Sequence[float],
+    scales: Sequence[float],
+    ratios: Sequence[float],
+    offset: float = 0.5,
+) -> np.ndarray:
+    """A x 4 float32 anchors (x1, y1, x2, y2) in resized-image pixels.
+
+    Order: level (P3 first), then grid row y, column x, then anchor a (fastest) —
+    the same order as `flatten_head_outputs`.
+    """
+    if not (len(feature_shapes) == len(strides) == len(base_sizes)):
+        raise ConfigError(
+            f"anchor settings disagree: {len(feature_shapes)} levels, {len(strides)} strides, "
+            f"{len(base_sizes)} base sizes"
+        )
+    per_level = []
+    for (height, width), stride, base_size in zip(feature_shapes, strides, base_sizes):
+        shapes = _anchor_shapes(base_size, scales, ratios)
+        half = np.concatenate([-shapes / 2, shapes / 2], axis=1).astype(np.float32)  # K x 4
+        centre_x = (np.arange(width, dtype=np.float32) + np.float32(offset)) * np.float32(stride)
+        centre_y = (np.arange(height, dtype=np.float32) + np.float32(offset)) * np.float32(stride)
+        grid_y, grid_x = np.meshgrid(centre_y, centre_x, indexing="ij")
+        centres = np.stack([grid_x, grid_y, grid_x, grid_y], axis=-1).reshape(-1, 1, 4)  # (h*w) x 1 x 4
+        per_level.append((centres + half[None, :, :]).reshape(-1, 4))
+    if not per_level:
+        return np.zeros((0, 4), dtype=np.float32)
+    return np.concatenate(per_level, axis=0).astype(np.float32, copy=False)
+
+
+def _one_image(array, image_index: int) -> np.ndarray:
+    array = np.asarray(array)
+    if array.ndim == 4:
+        return array[image_index]
+    if array.ndim == 3:
+        return array
+    raise InputError(f"head output must be C x h x w or N x C x h x w, got shape {array.shape}")
+
+
+def _flatten_level(level: np.ndarray, values_per_anchor: int) -> np.ndarray:
+    channels = level.shape[0]
+    if channels % values_per_anchor:
+        raise InputError(f"head output has {channels} channels, not a multiple of {values_per_anchor}")
+    # C x h x w -> h x w x C -> (h*w*K) x values, so anchors run (y, x, a) with a fastest.
+    return level.transpose(1, 2, 0).reshape(-1, values_per_anchor)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):  # exp overflow for very negative logits correctly gives 0
+        return (np.float32(1.0) / (np.float32(1.0) + np.exp(-x))).astype(np.float32, copy=False)
+
+
+def flatten_head_outputs(
+    logits: Sequence[np.ndarray],
+    offsets: Sequence[np.ndarray],
+    num_classes: int = 80,
+    image_index: int = 0,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-level head outputs of one image -> (scores A x num_classes, deltas A x 4).
+
+    Each level may be C x h x w (one image) or N x C x h x w, in which case image
+    `image_index` is taken. Scores are sigmoid probabilities (float32).
+    """
+    if len(logits) != len(offsets):
+        raise InputError(f"{len(logits)} logit levels but {len(offsets)} offset levels")
+    score_levels = [_flatten_level(_one_image(level, image_index), num_classes) for level in logits]
+    delta_levels = [_flatten_level(_one_image(level, image_index), 4) for level in offsets]
+    if not score_levels:
+        return np.zeros((0, num_classes), np.float32), np.zeros((0, 4), np.float32)
+    scores = sigmoid(np.concatenate(score_levels, axis=0))
+    deltas = np.concatenate(delta_levels, axis=0).astype(np.float32, copy=False)
+    if scores.shape[0] != deltas.shape[0]:
+        raise InputError(f"{scores.shape[0]} classified anchors but {deltas.shape[0]} box offsets")
+    return scores, deltas
+
+
+def decode_boxes(anchors: np.ndarray, deltas: np.ndarray) -> np.ndarray:
+    """Apply (dx, dy, dw, dh) to anchors; widths are x2 - x1 (no +1) and dw/dh are not clamped."""
+    anchors = np.asarray(anchors, dtype=np.float32)
+    deltas = np.asarray(deltas, dtype=np.float32)
+    widths = anchors[:, 2] - anchors[:, 0]
+    heights = anchors[:, 3] - anchors[:, 1]
+    centre_x = anchors[:, 0] + np.float32(0.5) * widths
+    centre_y = anchors[:, 1] + np.float32(0.5) * heights
+    new_centre_x = centre_x + deltas[:, 0] * widths
+    new_centre_y = centre_y + deltas[:, 1] * heights
+    with np.errstate(over="ignore"):
+        new_widths = widths * np.exp(deltas[:, 2])
+        new_heights = heights * np.exp(deltas[:, 3])
+    half_w = np.float32(0.5) * new_widths
+    half_h = np.float32(0.5) * new_heights
+    boxes = np.stack(
+        [new_centre_x - half_w, new_centre_y - half_h, new_centre_x + half_w, new_centre_y + half_h], axis=1
+    )
+    return boxes.astype(np.float32, copy=False)
+
+
+def map_boxes_to_image(boxes: np.ndarray, im_info: ImInfo) -> np.ndarray:
+    """Resized-image boxes -> original-image boxes, clipped to [0, orig_w] x [0, orig_h]."""
+    resized_h, resized_w, orig_h, orig_w = (float(v) for v in im_info)
+    boxes = np.array(boxes, dtype=np.float32, copy=True).reshape(-1, 4)
+    boxes[:, 0::2] /= resized_w / orig_w
+    boxes[:, 1::2] /= resized_h / orig_h
+    # The upper bound is the size itself, not size - 1 (boxes are continuous coordinates).
+    np.clip(boxes[:, 0::2], 0.0, orig_w, out=boxes[:, 0::2])
+    np.clip(boxes[:, 1::2], 0.0, orig_h, out=boxes[:, 1::2])
+    return boxes
+
+
+def _iou(coords: Tuple[np.ndarray, ...], areas: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """len(rows) x len(cols) IoU without "+1"; the union is floored at 1e-5."""
+    x1, y1, x2, y2 = coords
+    r, c = rows[:, None], cols[None, :]
+    inter_w = np.maximum(np.float32(0.0), np.minimum(x2[r], x2[c]) - np.maximum(x1[r], x1[c]))
+    inter_h = np.maximum(np.float32(0.0), np.minimum(y2[r], y2[c]) - np.maximum(y1[r], y1[c]))
+    inter = inter_w * inter_h
+    union = np.maximum(areas[r] + areas[c] - inter, np.float32(IOU_DENOMINATOR_FLOOR))
+    return inter / union
+
+
+def nms(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    iou_thr: float,
+    max_keep: Optional[int] = None,
+    chunk_size: int = 1024,
+) -> np.ndarray:
+    """Greedy NMS; returns kept indices, highest score first.
+
+    Visiting order is `np.argsort(scores)[::-1]` (default sort kind, float32 scores),
+    which fixes how ties are broken. A box survives only while IoU <= iou_thr with
+    every kept box, so an IoU of exactly iou_thr survives. With `max_keep`, stops
+    after that many boxes: the result is the same prefix the full run would return.
+
+    The visiting order is consumed in chunks: a box can only be suppressed by an
+    earlier kept box, so each chunk is first filtered against the boxes kept so far
+    and then resolved greedily. Same result as one greedy pass over everything, but
+    the work stops with `max_keep` instead of touching every candidate each step.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    coords = (boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3])
+    areas = (coords[2] - coords[0]) * (coords[3] - coords[1])
+    order = np.argsort(scores)[::-1]
+    limit = order.size if max_keep is None else max_keep
+    chunk_size = max(int(chunk_size), 1)
+    keep: List[int] = []
+    for start in range(0, order.size, chunk_size):
+        if len(keep) >= limit:
+            break
+        pending = order[start:start + chunk_size]
+        if keep:
+            # `<=` rather than `not >`: a NaN IoU suppresses, as in the one-pass loop.
+            survives = (_iou(coords, areas, np.asarray(keep), pending) <= iou_thr).all(axis=0)
+            pending = pending[survives]
+        while pending.size > 0 and len(keep) < limit:
+            best, rest = pending[0], pending[1:]
+            keep.append(int(best))
+            pending = rest[_iou(coords, areas, best[None], rest)[0] <= iou_thr]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def postprocess_detections(
+    scores: np.ndarray,
+    boxes: np.ndarray,
+    score_thr: float = 0.05,
+    nms_thr: float = 0.5,
+    max_dets: int = 100,
+) -> np.ndarray:
+    """Threshold, per-class NMS over all classes, then a global cap.
+
+    Returns D x 6 float32 rows [x1, y1, x2, y2, score, class_index]: classes in
+    increasing order, each in NMS keep order. If more than `max_dets` rows survive,
+    they are stably sorted by score (descending) and cut, so other classes can push
+    persons out — filter by class only after this.
+
+    Per class, NMS stops after `max_dets` kept boxes. That cannot change the result:
+    a class's rows are in non-increasing score order, so its rows beyond the first
+    `max_dets` always rank behind those (stable sort) and are cut by the cap; and
+    sorting rows that are already non-increasing leaves them as they are.
+    """
+    scores = np.asarray(scores, dtype=np.float32)
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    if scores.ndim != 2 or scores.shape[0] != boxes.shape[0]:
+        raise InputError(f"scores {scores.shape} do not match boxes {boxes.shape}")
+    rows = []
+    scores_by_class = np.ascontiguousarray(scores.T)  # column scans would stride over all classes
+    for class_index, column in enumerate(scores_by_class):
+        candidates = np.flatnonzero(column > score_thr)
+        if candidates.size == 0:
+            continue
+        class_scores = column[candidates]
+        class_boxes = boxes[candidates]
+        keep = nms(class_boxes, class_scores, nms_thr, max_keep=max_dets)
+        block = np.empty((keep.size, 6), dtype=np.float32)
+        block[:, :4] = class_boxes[keep]
+        block[:, 4] = class_scores[keep]
+        block[:, 5] = class_index
+        rows.append(block)
+    if not rows:
+        return np.zeros(EMPTY_DETECTIONS_SHAPE, dtype=np.float32)
+    detections = np.concatenate(rows, axis=0)
+    if detections.shape[0] > max_dets:
+        order = np.argsort(-detections[:, 4], kind="stable")
+        detections = detections[order[:max_dets]]
+    return detections
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_anchors(feature_shapes, strides, base_sizes, scales, ratios, offset) -> np.ndarray:
+    anchors = generate_anchors(feature_shapes, strides, base_sizes, scales, ratios, offset)
+    anchors.setflags(write=False)
+    return anchors
+
+
+def anchors_for_outputs(logits: Sequence[np.ndarray], anchor_config: AnchorConfig) -> np.ndarray:
+    """Anchors matching the spatial sizes of the given per-level outputs (cached, read-only)."""
+    feature_shapes = tuple(tuple(int(v) for v in np.shape(level)[-2:]) for level in logits)
+    return _cached_anchors(
+        feature_shapes,
+        tuple(anchor_config.strides),
+        tuple(anchor_config.base_sizes),
+        tuple(anchor_config.scales),
+        tuple(anchor_config.ratios),
+        float(anchor_config.offset),
+    )
+
+
+def detections_for_image(
+    logits: Sequence[np.ndarray],
+    offsets: Sequence[np.ndarray],
+    im_info: ImInfo,
+    anchor_config: AnchorConfig,
+    post_config: Optional[DetectorPostprocessConfig] = None,
+    num_classes: int = 80,
+    image_index: int = 0,
+) -> np.ndarray:
+    """All detections (every class) of one image in original-image pixels, D x 6.
+
+    Chains flatten -> decode -> map/clip -> threshold/NMS/cap. Boxes are mapped and
+    clipped before NMS, as in the official evaluator.
+    """
+    post_config = post_config or DetectorPostprocessConfig()
+    scores, deltas = flatten_head_outputs(logits, offsets, num_classes, image_index)
+    anchors = anchors_for_outputs(logits, anchor_config)
+    if anchors.shape[0] != scores.shape[0]:
+        raise ConfigError(f"{anchors.shape[0]} anchors for {scores.shape[0]} head outputs: anchor config mismatch")
+    boxes = map_boxes_to_image(decode_boxes(anchors, deltas), im_info)
+    return postprocess_detections(
+        scores, boxes, post_config.score_thr, post_config.nms_thr, post_config.max_dets
+    )
+
+
+__all__ = [
+    "EMPTY_DETECTIONS_SHAPE",
+    "anchors_for_outputs",
+    "decode_boxes",
+    "detections_for_image",
+    "flatten_head_outputs",
+    "generate_anchors",
+    "map_boxes_to_image",
+    "nms",
+    "postprocess_detections",
+    "sigmoid",
+]
