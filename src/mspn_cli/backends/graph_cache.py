@@ -1,0 +1,100 @@
+"""A disk cache for exported graphs (ONNX, .mge), so later runs skip the export.
+
+Graphs live in `<MSPN_HOME>/graphs/`, next to the weights cache. A graph's file name
+is derived from everything that changes its content: the model name, a digest of the
+weights, the input specification (example shape and dynamic axes), the export format
+and the exporter version. Files are written to a temporary name in the same folder
+and renamed into place, so a reader never sees a half-written graph, and two
+processes exporting the same graph at once both end with a complete file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Tuple
+
+import numpy as np
+
+
+def graphs_dir() -> Path:
+    from mspn_cli.weights import mspn_home
+
+    return mspn_home() / "graphs"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write `data` to `path` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(handle, "wb") as tmp:
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def state_digest(model) -> str:
+    """A sha256 over the model's parameter and buffer values (names, shapes, dtypes, bytes).
+
+    Used when the caller did not say which weights file the model holds; hashing the
+    ~280 MB of MSPN takes about half a second.
+    """
+    digest = hashlib.sha256()
+    for name, value in sorted(model.state_dict().items()):
+        array = np.ascontiguousarray(value.numpy() if hasattr(value, "numpy") else np.asarray(value))
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}".encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+def cache_key(**fields: Any) -> str:
+    """A short stable digest of `fields` (JSON-serialisable values)."""
+    text = json.dumps(fields, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+class GraphCache:
+    """Exported graphs keyed by content; `get_or_create` exports only on a miss."""
+
+    def __init__(self, directory: Optional[Path] = None):
+        self.directory = Path(directory) if directory is not None else graphs_dir()
+        self.exports = 0  # how many graphs this cache object had to export (tests read it)
+
+    def path_for(self, model_name: str, key: str, suffix: str) -> Path:
+        safe_name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in model_name) or "model"
+        return self.directory / f"{safe_name}-{key}{suffix}"
+
+    def get_or_create(
+        self, model_name: str, key_fields: Mapping[str, Any], suffix: str, produce: Callable[[], bytes]
+    ) -> Tuple[Path, bool]:
+        """Return `(path, created)`; `produce()` is called only when the graph is not cached."""
+        path = self.path_for(model_name, cache_key(model=model_name, suffix=suffix, **key_fields), suffix)
+        if path.is_file() and path.stat().st_size > 0:
+            return path, False
+        data = produce()
+        self.exports += 1
+        try:
+            atomic_write_bytes(path, data)
+        except OSError:
+            # A read-only or full cache must not stop inference: keep the graph in a
+            # private temporary file instead.
+            fallback = Path(tempfile.mkdtemp(prefix="mspn-graph-")) / path.name
+            atomic_write_bytes(fallback, data)
+            return fallback, True
+        return path, True
+
+
+__all__ = ["GraphCache", "atomic_write_bytes", "cache_key", "graphs_dir", "state_digest"]
