@@ -12,6 +12,7 @@ EXIT_USAGE = 2  # Typer/Click's own code for bad options, reused for bad argumen
 EXIT_INPUT = 3  # nothing could be processed: missing/corrupt inputs, malformed JSON
 EXIT_WEIGHTS = 4  # weights or model unavailable, corrupt, foreign or unsafe
 EXIT_CONFIG = 5  # a config file is missing or invalid
+EXIT_INTERNAL = 70  # a bug in mspn-cli (EX_SOFTWARE); the message asks for a report
 EXIT_INTERRUPTED = 130  # Ctrl-C, after flushing what was done
 
 

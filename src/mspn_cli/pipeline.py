@@ -181,7 +181,7 @@ class PoseEstimator:
             return self.prepare(key, image, boxes, scores)
 
         pending: Deque[_PreparedImage] = collections.deque()
-        queued: List[Tuple[_PreparedImage, int]] = []  # (image, first crop index) not yet sent
+        queued: List[Tuple[_PreparedImage, int, int]] = []  # (image, first crop, count) not yet sent
         queued_count = 0
 
         def run_queued() -> None:
@@ -212,9 +212,9 @@ class PoseEstimator:
             if error is not None:
                 raise error
             pending.append(prep)
-            start = 0
-            while start < len(prep.crops):
-                take = min(self.batch_size - queued_count, len(prep.crops) - start)
+            start, count = 0, len(prep.crops)
+            while start < count:
+                take = min(self.batch_size - queued_count, count - start)
                 queued.append((prep, start, take))
                 queued_count += take
                 start += take
@@ -276,8 +276,9 @@ class PersonDetector:
         outputs = self.backend.run(batch)
         levels = len(self.config.anchors.strides)
         logits, offsets = outputs[:levels], outputs[levels:]
+        cfg = self.config
         dets = detections_for_image(
-            [np.asarray(x)[0] for x in logits], [np.asarray(x)[0] for x in offsets], im_infos[0], self.config
+            logits, offsets, im_infos[0], cfg.anchors, cfg.postprocess, num_classes=cfg.model.num_classes
         )
         persons = dets[dets[:, 5] == self.config.model.person_class]
         persons = persons[persons[:, 4] > self.box_thr]

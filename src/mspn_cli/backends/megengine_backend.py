@@ -52,9 +52,13 @@ class MegEngineBackend(Backend):
             _move_to_device(self.model, self.device)
         from megengine.jit import trace
 
+        # jit.trace accepts a tensor or a flat list of tensors as output; networks with
+        # nested outputs (RetinaNet's per-level lists) provide `forward_flat`.
+        forward = getattr(self.model, "forward_flat", self.model)
+
         @trace(symbolic=True, capture_as_const=True)
         def _forward(batch):
-            return self.model(batch)
+            return forward(batch)
 
         self._forward = _forward
         self.traced = _forward

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from mspn_cli.errors import EXIT_INTERRUPTED, MspnError
+from mspn_cli.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, MspnError
 
 # Everything human-readable goes to stderr so stdout stays clean for JSON.
 console_err = Console(stderr=True, highlight=False, no_color=True if os.environ.get("NO_COLOR") else None)
@@ -48,6 +48,13 @@ def guarded(command: F) -> F:
         except MemoryError:
             fail("out of memory; try a smaller --batch-size or --det-size")
             raise typer.Exit(1) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback
+            if os.environ.get("MSPN_DEBUG"):
+                raise
+            fail(f"internal error ({type(exc).__name__}: {exc}); set MSPN_DEBUG=1 for a traceback and please report it")
+            raise typer.Exit(EXIT_INTERNAL) from None
 
     return wrapper  # type: ignore[return-value]
 
