@@ -14,8 +14,9 @@ import hashlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -97,4 +98,85 @@ class GraphCache:
         return path, True
 
 
-__all__ = ["GraphCache", "atomic_write_bytes", "cache_key", "graphs_dir", "state_digest"]
+@dataclass
+class ExportedGraph:
+    path: Path
+    created: bool  # False when the graph came from the cache
+    traced: Optional[Any] = None  # the TracedGraph (example input and MegEngine's outputs) when created
+
+
+def model_name_of(model) -> str:
+    return type(model).__name__.lower()
+
+
+def exported_graph(
+    model,
+    fmt: str,
+    spec,
+    *,
+    model_name: Optional[str] = None,
+    weights_key: Optional[str] = None,
+    cache: Optional[GraphCache] = None,
+) -> ExportedGraph:
+    """The `fmt` ("onnx" or "mge") graph of `model` for input `spec`, from the cache or exported now.
+
+    `weights_key` names the weights the model holds (e.g. the weight file's sha256);
+    without it, the state dict values are hashed.
+    """
+    from mspn_cli._mge import import_megengine
+    from mspn_cli.backends import onnx_export
+
+    mge = import_megengine()
+    cache = cache or GraphCache()
+    name = model_name or model_name_of(model)
+    fields = {
+        "weights": weights_key or state_digest(model),
+        "input_shape": list(spec.shape),
+        "dynamic_axes": [list(item) for item in spec.dynamic_axes],
+        "exporter": onnx_export.EXPORTER_VERSION,
+        "format": fmt,
+    }
+    if fmt == "onnx":
+        fields["opset"] = onnx_export.ONNX_OPSET
+        suffix = ".onnx"
+    elif fmt == "mge":
+        fields["megengine"] = mge.__version__  # .mge files are tied to the MegEngine version
+        suffix = ".mge"
+    else:
+        raise ValueError(f"unknown graph format {fmt!r}")
+    traced_holder: Dict[str, Any] = {}
+
+    def produce() -> bytes:
+        if fmt == "onnx":
+            proto, traced = onnx_export.export_onnx_model(
+                model, spec.example(), dynamic_axes={"images": spec.axes_dict()}, input_name="images"
+            )
+            traced_holder["traced"] = traced
+            return proto.SerializeToString()
+        traced = onnx_export.export_mge_bytes(model, spec.example(), optimize=True, input_name="images")
+        traced_holder["traced"] = traced
+        return traced.data
+
+    path, created = cache.get_or_create(name, fields, suffix, produce)
+    return ExportedGraph(path, created, traced_holder.get("traced"))
+
+
+def discard(path: Path) -> None:
+    """Remove a cached graph that turned out to be wrong, so it is not reused."""
+    try:
+        Path(path).unlink()
+    except OSError:
+        pass
+
+
+__all__ = [
+    "ExportedGraph",
+    "GraphCache",
+    "atomic_write_bytes",
+    "cache_key",
+    "discard",
+    "exported_graph",
+    "graphs_dir",
+    "model_name_of",
+    "state_digest",
+]

@@ -24,12 +24,12 @@ type and mode, rather than producing a graph that computes something else.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -109,30 +109,114 @@ def trace_and_dump(
         # Flattened here so that models returning nested lists trace too.
         return flatten_outputs(model(batch))
 
-    try:
-        outputs = forward(mge.tensor(example_input))
-    except Exception as exc:  # MegEngine raises plain RuntimeErrors with C++ traces
-        raise ExportError(f"tracing the model on a {tuple(example_input.shape)} input failed: {_first_line(exc)}") from exc
-    example_outputs = [np.asarray(out.numpy()) for out in flatten_outputs(outputs)]
-    names = list(output_names) if output_names else default_output_names(len(example_outputs))
-    if len(names) != len(example_outputs):
-        raise UsageError(f"{len(names)} output names given for a model with {len(example_outputs)} outputs")
-    buffer = io.BytesIO()
-    with silenced_stderr():
-        forward.dump(
-            buffer,
-            arg_names=[input_name],
-            output_names=names,
-            optimize_for_inference=optimize,
-            keep_var_name=2 if not optimize else 1,  # internal names help reading a converted graph
-            **dump_options,
-        )
+    with _on_dump_device(model):
+        try:
+            outputs = forward(mge.tensor(example_input))
+        except Exception as exc:  # MegEngine raises plain RuntimeErrors with C++ traces
+            raise ExportError(f"tracing the model on a {tuple(example_input.shape)} input failed: {_first_line(exc)}") from exc
+        example_outputs = [np.asarray(out.numpy()) for out in flatten_outputs(outputs)]
+        names = list(output_names) if output_names else default_output_names(len(example_outputs))
+        if len(names) != len(example_outputs):
+            raise UsageError(f"{len(names)} output names given for a model with {len(example_outputs)} outputs")
+        buffer = io.BytesIO()
+        with silenced_stderr():
+            forward.dump(
+                buffer,
+                arg_names=[input_name],
+                output_names=names,
+                optimize_for_inference=optimize,
+                keep_var_name=2 if not optimize else 1,  # internal names help reading a converted graph
+                **dump_options,
+            )
     return TracedGraph(buffer.getvalue(), input_name, names, example_input, example_outputs)
+
+
+# MegEngine's dump always creates the graph input on this comp node; every constant the
+# traced graph holds (parameters, tensors made inside `forward`) must be on it too.
+_DUMP_DEVICE = "xpux"
+
+
+@contextlib.contextmanager
+def _on_dump_device(model) -> Iterator[None]:
+    """Trace and dump with the default device, and the model's tensors, on `_DUMP_DEVICE`.
+
+    A model built while another default device was set (the megengine backend selects
+    "cpux") would otherwise fail with MegEngine's "different input comp_nodes" assertion.
+    Moved tensors are put back afterwards, so the caller's model is left as it was.
+    """
+    mge = import_megengine()
+    previous_default = mge.get_default_device()
+    moved = []
+    try:
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            device = str(tensor.device)
+            if not device.startswith(_DUMP_DEVICE):
+                moved.append((tensor, device))
+                tensor._reset(mge.Tensor(tensor.numpy(), device=_DUMP_DEVICE))
+        mge.set_default_device(_DUMP_DEVICE)
+        yield
+    finally:
+        mge.set_default_device(previous_default)
+        for tensor, device in moved:
+            tensor._reset(mge.Tensor(tensor.numpy(), device=device.split(":")[0]))
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- input specs
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The example shape a graph is traced with, and which of its axes may vary."""
+
+    shape: Tuple[int, ...]
+    dynamic_axes: Tuple[Tuple[int, str], ...]  # ((axis, name), ...), hashable for cache keys
+
+    @classmethod
+    def make(cls, shape: Sequence[int], dynamic_axes: Union[Mapping[int, str], Sequence[int], None]) -> "InputSpec":
+        axes = _axis_names(dynamic_axes, "images")
+        return cls(tuple(int(s) for s in shape), tuple(sorted(axes.items())))
+
+    def axes_dict(self) -> Dict[int, str]:
+        return dict(self.dynamic_axes)
+
+    def example(self) -> np.ndarray:
+        # Seeded so a cache key never depends on chance; values in [-1, 1] exercise
+        # every activation's both sides, which is what a verification run needs.
+        return np.random.default_rng(0).uniform(-1.0, 1.0, size=self.shape).astype(np.float32)
+
+    def accepts(self, shape: Sequence[int]) -> bool:
+        if len(shape) != len(self.shape):
+            return False
+        dynamic = self.axes_dict()
+        return all(axis in dynamic or int(size) == self.shape[axis] for axis, size in enumerate(shape))
+
+
+# Known networks: MSPN takes fixed 256x192 crops, any number of them; RetinaNet takes
+# any N x 3 x H x W. A small example keeps the trace (one real forward pass) quick.
+_KNOWN_INPUT_SPECS = {
+    "MSPN": ((1, 3, 256, 192), {0: "N"}),
+    "RetinaNet": ((1, 3, 256, 320), {0: "N", 2: "H", 3: "W"}),
+}
+
+
+def default_input_spec(model) -> Optional[InputSpec]:
+    """The input spec of a known network class, else None (the backend then waits for a batch)."""
+    for cls in type(model).__mro__:
+        if cls.__name__ in _KNOWN_INPUT_SPECS:
+            shape, axes = _KNOWN_INPUT_SPECS[cls.__name__]
+            return InputSpec.make(shape, axes)
+    return None
+
+
+def input_spec_for_batch(shape: Sequence[int]) -> InputSpec:
+    """For a network nothing is known about: the batch axis varies, and H, W of an image batch."""
+    axes = {0: "N", 2: "H", 3: "W"} if len(shape) == 4 else {0: "N"}
+    return InputSpec.make(shape, axes)
 
 
 # --------------------------------------------------------------------------- .mge export
@@ -1043,6 +1127,9 @@ def _params(opr) -> Any:
 
 __all__ = [
     "EXPORTER_VERSION",
+    "InputSpec",
+    "default_input_spec",
+    "input_spec_for_batch",
     "ExportError",
     "MGE_CPU_DUMP_OPTIONS",
     "ONNX_OPSET",
