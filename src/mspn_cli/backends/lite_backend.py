@@ -9,6 +9,7 @@ one thread in practice, whatever thread count is requested.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -30,6 +31,56 @@ def lite_available(device: str = "cpu") -> bool:
         return False
     import_megengine()  # megenginelite loads MegEngine's shared library; import it quietly first
     return optional_import("megenginelite") is not None
+
+
+class LiteNetworkRunner:
+    """A loaded `megenginelite.LiteNetwork` with numpy in, numpy out."""
+
+    def __init__(self, network):
+        self.network = network
+        self.input_name = network.get_input_name(0)
+        self.output_names = list(network.get_all_output_name())
+
+    def run(self, batch: np.ndarray) -> List[np.ndarray]:
+        self.network.get_io_tensor(self.input_name).set_data_by_copy(np.ascontiguousarray(batch, dtype=np.float32))
+        self.network.forward()
+        self.network.wait()
+        # Copies: Lite reuses its output buffers on the next forward.
+        return [np.array(self.network.get_io_tensor(name).to_numpy(), copy=True) for name in self.output_names]
+
+
+def load_lite_network(source, threads: Optional[int] = None) -> LiteNetworkRunner:
+    """Load a `.mge` graph (a path or the file's bytes) for CPU inference."""
+    from megenginelite import LiteConfig, LiteDeviceType, LiteNetwork, LiteOptions
+
+    options = LiteOptions()
+    options.weight_preprocess = True  # transform weights for the chosen kernels once, at load
+    options.var_sanity_check_first_run = False
+    network = LiteNetwork(LiteConfig(device_type=LiteDeviceType.LITE_CPU, option=options))
+    threads = int(threads or os.cpu_count() or 1)
+    if threads > 1:
+        network.threads_number = threads  # must be set before load
+    if isinstance(source, (bytes, bytearray)):
+        source = io.BufferedReader(io.BytesIO(bytes(source)))  # the file object LiteNetwork.load accepts
+    else:
+        source = str(source)
+    with silenced_stderr():
+        network.load(source)
+    return LiteNetworkRunner(network)
+
+
+def verify_mge(runner: LiteNetworkRunner, traced, tolerance: float = VERIFY_TOLERANCE) -> float:
+    """Run the loaded graph on the traced example; raise ExportError if it disagrees with MegEngine."""
+    worst = 0.0
+    for name, actual, expected in zip(traced.output_names, runner.run(traced.example_input), traced.example_outputs):
+        error = relative_error(actual, expected)
+        worst = max(worst, error)
+        if not error <= tolerance:
+            raise ExportError(
+                f"the optimised .mge graph does not reproduce the traced model on output '{name}' "
+                f"(relative error {error:.2e}); use the megengine backend"
+            )
+    return worst
 
 
 class LiteBackend(Backend):
@@ -73,44 +124,23 @@ class LiteBackend(Backend):
             self._prepare(default_input_spec(model))
 
     def _prepare(self, spec: InputSpec) -> None:
-        from megenginelite import LiteConfig, LiteDeviceType, LiteNetwork, LiteOptions
-
         graph = exported_graph(self.model, "mge", spec, model_name=self.model_name, weights_key=self.weights_key, cache=self.cache)
-        options = LiteOptions()
-        options.weight_preprocess = True  # transform weights for the chosen kernels once, at load
-        options.var_sanity_check_first_run = False
-        network = LiteNetwork(LiteConfig(device_type=LiteDeviceType.LITE_CPU, option=options))
-        if self.threads > 1:
-            network.threads_number = self.threads  # must be set before load
         try:
-            with silenced_stderr():
-                network.load(str(graph.path))
+            network = load_lite_network(graph.path, self.threads)
         except Exception as exc:
             discard(graph.path)
             raise ExportError(f"MegEngine Lite cannot load the exported graph {graph.path}: {exc}") from exc
+        if graph.created and self.verify and graph.traced is not None:
+            try:
+                verify_mge(network, graph.traced)
+            except ExportError:
+                discard(graph.path)
+                raise
         self.network = network
         self.spec = spec
         self.graph_path = graph.path
         self.exported = graph.created
-        self.input_name = network.get_input_name(0)
-        self.output_names = list(network.get_all_output_name())
-        if graph.created and self.verify and graph.traced is not None:
-            outputs = self._forward(graph.traced.example_input)
-            for name, actual, expected in zip(self.output_names, outputs, graph.traced.example_outputs):
-                error = relative_error(actual, expected)
-                if not error <= VERIFY_TOLERANCE:
-                    discard(graph.path)
-                    raise ExportError(
-                        f"the optimised .mge graph does not reproduce the traced model on output '{name}' "
-                        f"(relative error {error:.2e}); use the megengine backend"
-                    )
-
-    def _forward(self, batch: np.ndarray) -> List[np.ndarray]:
-        self.network.get_io_tensor(self.input_name).set_data_by_copy(batch)
-        self.network.forward()
-        self.network.wait()
-        # Copies: Lite reuses its output buffers on the next forward.
-        return [np.array(self.network.get_io_tensor(name).to_numpy(), copy=True) for name in self.output_names]
+        self.output_names = network.output_names
 
     def run(self, batch: np.ndarray) -> List[np.ndarray]:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
@@ -121,7 +151,7 @@ class LiteBackend(Backend):
                 f"the mge-lite backend was prepared for inputs shaped like {self.spec.shape} "
                 f"(variable axes {sorted(self.spec.axes_dict())}); got {tuple(batch.shape)}"
             )
-        return self._forward(batch)
+        return self.network.run(batch)
 
     def close(self) -> None:
         self.network = None
@@ -131,4 +161,4 @@ class LiteBackend(Backend):
 # (imported above); onnxruntime, which imports this module first, then goes before it.
 register_backend("mge-lite", LiteBackend, lite_available, rank=0)
 
-__all__ = ["LiteBackend", "lite_available"]
+__all__ = ["LiteBackend", "LiteNetworkRunner", "lite_available", "load_lite_network", "verify_mge"]

@@ -226,18 +226,22 @@ def input_spec_for_batch(shape: Sequence[int]) -> InputSpec:
 MGE_CPU_DUMP_OPTIONS = {"enable_nchw88": True, "enable_fuse_conv_bias_nonlinearity": True}
 
 
-def export_mge_bytes(model, example_input: np.ndarray, *, optimize: bool = True, input_name: str = "images") -> TracedGraph:
+def export_mge_bytes(
+    model, example_input: np.ndarray, *, optimize: bool = True, input_name: str = "images", output_names: Optional[Sequence[str]] = None
+) -> TracedGraph:
     options = dict(MGE_CPU_DUMP_OPTIONS) if optimize else {}
-    return trace_and_dump(model, example_input, input_name=input_name, optimize=optimize, **options)
+    return trace_and_dump(model, example_input, input_name=input_name, output_names=output_names, optimize=optimize, **options)
 
 
-def export_mge(model, example_input: np.ndarray, path, *, optimize: bool = True, input_name: str = "images") -> Path:
+def export_mge(
+    model, example_input: np.ndarray, path, *, optimize: bool = True, input_name: str = "images", output_names: Optional[Sequence[str]] = None
+) -> Path:
     """Write `model` as a `.mge` graph for MegEngine Lite and return its path.
 
     The graph keeps its shape computations, so it accepts other batch sizes (and
     other image sizes for fully convolutional models) than `example_input`'s.
     """
-    traced = export_mge_bytes(model, example_input, optimize=optimize, input_name=input_name)
+    traced = export_mge_bytes(model, example_input, optimize=optimize, input_name=input_name, output_names=output_names)
     return atomic_write_bytes(Path(path), traced.data)
 
 
