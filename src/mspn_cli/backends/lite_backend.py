@@ -19,11 +19,29 @@ import numpy as np
 from mspn_cli._mge import import_megengine, silenced_stderr
 from mspn_cli.backends import megengine_backend  # noqa: F401 - registers "megengine" before this backend
 from mspn_cli.backends.base import Backend, optional_import, register_backend
-from mspn_cli.backends.graph_cache import GraphCache, discard, exported_graph
+from mspn_cli.backends.graph_cache import GraphCache, discard, exported_graph, state_digest
 from mspn_cli.backends.onnx_export import ExportError, InputSpec, default_input_spec, input_spec_for_batch, relative_error
 from mspn_cli.errors import UsageError
 
 VERIFY_TOLERANCE = 1e-3
+
+# optimize_for_inference options, fastest first. NCHW88 suits AVX2 kernels but Lite
+# cannot run some graphs in it (e.g. a batch norm on 4 channels fails to broadcast);
+# the next variant is tried when one fails to load, run or reproduce the model.
+LITE_GRAPH_VARIANTS = (
+    {"enable_nchw88": True, "enable_fuse_conv_bias_nonlinearity": True},
+    {"enable_fuse_conv_bias_nonlinearity": True},
+    {},
+)
+
+
+def _describe(options) -> str:
+    return "+".join(key.replace("enable_", "") for key in sorted(options)) or "default optimisation"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def lite_available(device: str = "cpu") -> bool:
@@ -124,18 +142,40 @@ class LiteBackend(Backend):
             self._prepare(default_input_spec(model))
 
     def _prepare(self, spec: InputSpec) -> None:
-        graph = exported_graph(self.model, "mge", spec, model_name=self.model_name, weights_key=self.weights_key, cache=self.cache)
-        try:
-            network = load_lite_network(graph.path, self.threads)
-        except Exception as exc:
-            discard(graph.path)
-            raise ExportError(f"MegEngine Lite cannot load the exported graph {graph.path}: {exc}") from exc
-        if graph.created and self.verify and graph.traced is not None:
+        if not self.weights_key:
+            self.weights_key = state_digest(self.model)
+
+        def graph_for(options, cached_only):
+            return exported_graph(
+                self.model, "mge", spec, model_name=self.model_name, weights_key=self.weights_key,
+                cache=self.cache, mge_options=options, cached_only=cached_only,
+            )
+
+        # A variant in the cache has run correctly before (failed ones are deleted).
+        for options in LITE_GRAPH_VARIANTS:
+            graph = graph_for(options, cached_only=True)
+            if graph is not None:
+                try:
+                    network = load_lite_network(graph.path, self.threads)
+                except Exception:
+                    discard(graph.path)
+                    continue
+                return self._use(network, spec, graph)
+        problems = []
+        for options in LITE_GRAPH_VARIANTS:
+            graph = graph_for(options, cached_only=False)
             try:
-                verify_mge(network, graph.traced)
-            except ExportError:
+                network = load_lite_network(graph.path, self.threads)
+                if self.verify and graph.traced is not None:
+                    verify_mge(network, graph.traced)
+            except Exception as exc:  # Lite raises RuntimeError for layouts it cannot run
                 discard(graph.path)
-                raise
+                problems.append(f"{_describe(options)}: {_first_line(exc)}")
+                continue
+            return self._use(network, spec, graph)
+        raise ExportError("MegEngine Lite cannot run this network (" + "; ".join(problems) + "); use the megengine backend")
+
+    def _use(self, network: "LiteNetworkRunner", spec: InputSpec, graph) -> None:
         self.network = network
         self.spec = spec
         self.graph_path = graph.path

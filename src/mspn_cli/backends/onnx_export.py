@@ -752,24 +752,23 @@ class _Converter:
         self._emit_conv(opr, params, opr.inputs[1], opr.inputs[0], opr.outputs[0], transposed=True)
 
     def op_ConvBiasForward(self, opr, params):
-        # Produced by optimize_for_inference(fuse_conv_bias_nonlinearity): conv + bias [+ z] + activation.
+        # Produced by optimize_for_inference(fuse_conv_bias_nonlinearity):
+        # activation(conv(x, w) + bias [+ z]). The "bias" may be a per-channel constant or
+        # a whole tensor (a fused residual addition), which then becomes an Add.
         out_var = opr.outputs[0]
-        bias = None
-        if len(opr.inputs) >= 3 and self.is_const(opr.inputs[2]):
-            bias = self.consts[opr.inputs[2].id].reshape(-1)
-        elif len(opr.inputs) >= 3:
-            raise UnsupportedOperatorError("cannot export to ONNX: ConvBias with a computed bias")
         if len(opr.inputs) > 4:
             raise UnsupportedOperatorError("cannot export to ONNX: ConvBias with more than four inputs")
         self._check_nchw(opr, params)
         weight, groups = self._conv_weight(opr, params, opr.inputs[1], transposed=False)
         attrs = self._conv_attrs(params, weight, groups)
         inputs = [self.name_of(opr.inputs[0]), self.constant(weight, f"{opr.inputs[1].name}:w")]
-        if bias is not None:
-            inputs.append(self.constant(bias.astype(np.float32), f"{opr.name}:b"))
+        addends = list(opr.inputs[2:])
+        if addends and self.is_const(addends[0]) and self.consts[addends[0].id].size == weight.shape[0]:
+            inputs.append(self.constant(self.consts[addends[0].id].reshape(-1).astype(np.float32), f"{opr.name}:b"))
+            addends = addends[1:]
         result = self.emit("Conv", inputs, out_var.name, np.float32, **attrs)
-        if len(opr.inputs) == 4:
-            result = self.emit("Add", [result, self.name_of(opr.inputs[3])], out_var.name, np.float32)
+        for addend in addends:
+            result = self.emit("Add", [result, self.name_of(addend)], out_var.name, np.float32)
         mode = params.get("nonlineMode", "IDENTITY")
         activation = {"IDENTITY": None, "RELU": "Relu", "SIGMOID": "Sigmoid", "H_SWISH": "HardSwish"}
         if mode not in activation:

@@ -18,7 +18,7 @@ import numpy as np
 from mspn_cli.backends import megengine_backend  # noqa: F401 - registers "megengine" before this backend
 from mspn_cli.backends import lite_backend  # noqa: F401 - registers "mge-lite" before this backend
 from mspn_cli.backends.base import Backend, optional_import, register_backend
-from mspn_cli.backends.graph_cache import GraphCache, discard, exported_graph
+from mspn_cli.backends.graph_cache import GraphCache, discard, exported_graph, state_digest
 from mspn_cli.backends.onnx_export import (
     ExportError,
     InputSpec,
@@ -85,6 +85,8 @@ class OnnxRuntimeBackend(Backend):
     def _prepare(self, spec: InputSpec) -> None:
         import onnxruntime as ort
 
+        if not self.weights_key:
+            self.weights_key = state_digest(self.model)
         graph = exported_graph(self.model, "onnx", spec, model_name=self.model_name, weights_key=self.weights_key, cache=self.cache)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads

@@ -49,6 +49,23 @@ def _output_names(model_name: str, levels: int) -> List[str]:
     return [f"logits_p{3 + i}" for i in range(levels)] + [f"offsets_p{3 + i}" for i in range(levels)]
 
 
+def _export_verified_mge(model, example, names: List[str], verify: bool) -> Tuple[bytes, Optional[float]]:
+    """The fastest .mge variant that MegEngine Lite runs correctly (NCHW88 first)."""
+    from mspn_cli.backends.lite_backend import LITE_GRAPH_VARIANTS, load_lite_network, verify_mge
+    from mspn_cli.backends.onnx_export import ExportError, trace_and_dump
+
+    problems = []
+    for options in LITE_GRAPH_VARIANTS:
+        traced = trace_and_dump(model, example, input_name="images", output_names=names, optimize=True, **options)
+        if not verify:
+            return traced.data, None
+        try:
+            return traced.data, verify_mge(load_lite_network(traced.data), traced)
+        except Exception as exc:  # Lite raises RuntimeError for layouts it cannot run
+            problems.append(f"{sorted(options) or 'default options'}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}")
+    raise ExportError("MegEngine Lite cannot run this network: " + "; ".join(problems))
+
+
 @app.command("export")
 @guarded
 def export_command(
@@ -76,7 +93,7 @@ def export_command(
     of pyramid levels P3..P7.
     """
     from mspn_cli.backends.graph_cache import atomic_write_bytes
-    from mspn_cli.backends.onnx_export import export_mge_bytes, export_onnx_model, verify_onnx
+    from mspn_cli.backends.onnx_export import export_onnx_model, verify_onnx
     from mspn_cli.config import load_detector_config, load_pose_config
     from mspn_cli.pipeline import load_network
     from mspn_cli.writers import check_output_path
@@ -120,11 +137,7 @@ def export_command(
         data = proto.SerializeToString()
         error = verify_onnx(data, traced) if verify else None
     else:
-        from mspn_cli.backends.lite_backend import load_lite_network, verify_mge
-
-        traced = export_mge_bytes(model, example, optimize=True, input_name="images", output_names=names)
-        data = traced.data
-        error = verify_mge(load_lite_network(data), traced) if verify else None
+        data, error = _export_verified_mge(model, example, names, verify)
     atomic_write_bytes(output, data)
     if not quiet:
         if fmt == "onnx":

@@ -1,0 +1,174 @@
+"""Every backend reproduces the megengine reference; the graph cache is reused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mspn_cli._mge import import_megengine
+from mspn_cli.backends import available_backends, create_backend
+from mspn_cli.backends.onnx_export import relative_error
+from mspn_cli.errors import UsageError
+
+mge = import_megengine()
+F = mge.functional
+M = mge.module
+
+TOLERANCE = 1e-4
+EXPORTED_BACKENDS = [
+    pytest.param("onnxruntime", marks=pytest.mark.skipif(
+        "onnxruntime" not in available_backends("cpu"), reason="onnxruntime is not installed")),
+    "mge-lite",
+]
+
+
+def _load(model_name: str, weights):
+    from mspn_cli.models import build_model
+    from mspn_cli.weights import load_checkpoint, load_weights_into
+
+    model = build_model(model_name)
+    load_weights_into(model, load_checkpoint(weights), str(weights))
+    return model
+
+
+def _assert_close(actual, expected):
+    assert len(actual) == len(expected)
+    for index, (got, want) in enumerate(zip(actual, expected)):
+        assert got.shape == want.shape, (index, got.shape, want.shape)
+        error = relative_error(got, want)
+        assert error <= TOLERANCE, (index, error)
+
+
+@pytest.fixture(scope="module")
+def graph_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("graphs")
+
+
+# --------------------------------------------------------------------------- MSPN
+
+
+MSPN_BATCHES = (1, 3)
+
+
+@pytest.fixture(scope="module")
+def mspn_case(mspn_weights):
+    """The MSPN network with the test weights and MegEngine's heatmaps for batches of 1 and 3."""
+    model = _load("mspn_4stage", mspn_weights)
+    rng = np.random.default_rng(0)
+    batches = {n: rng.uniform(-2, 2, size=(n, 3, 256, 192)).astype(np.float32) for n in MSPN_BATCHES}
+    reference = create_backend("megengine", model)
+    expected = {n: reference.run(batch) for n, batch in batches.items()}
+    return model, batches, expected
+
+
+@pytest.mark.parametrize("backend_name", EXPORTED_BACKENDS)
+def test_mspn_backends_match_megengine_at_any_batch_size(backend_name, mspn_case, graph_dir):
+    model, batches, expected = mspn_case
+    backend = create_backend(backend_name, model, cache_dir=graph_dir, cache_key="mspn-test-seed0")
+    assert backend.name == backend_name
+    for n in MSPN_BATCHES:
+        outputs = backend.run(batches[n])
+        assert outputs[0].shape == (n, 17, 64, 48)
+        _assert_close(outputs, expected[n])
+    backend.close()
+
+
+# --------------------------------------------------------------------------- RetinaNet
+
+
+DETECTOR_SHAPES = ((1, 3, 160, 224), (2, 3, 224, 288))
+
+
+@pytest.fixture(scope="module")
+def detector_case(detector_weights):
+    model = _load("retinanet_res50_coco_3x_800size", detector_weights)
+    rng = np.random.default_rng(1)
+    batches = {shape: rng.uniform(0, 255, size=shape).astype(np.float32) for shape in DETECTOR_SHAPES}
+    reference = create_backend("megengine", model)
+    expected = {shape: reference.run(batch) for shape, batch in batches.items()}
+    return model, batches, expected
+
+
+@pytest.mark.parametrize("backend_name", EXPORTED_BACKENDS)
+def test_detector_backends_match_megengine_at_any_size(backend_name, detector_case, graph_dir):
+    model, batches, expected = detector_case
+    backend = create_backend(backend_name, model, cache_dir=graph_dir)  # no cache_key: the weights are hashed
+    for shape in DETECTOR_SHAPES:
+        outputs = backend.run(batches[shape])
+        assert len(outputs) == 10  # logits then offsets of P3..P7
+        assert outputs[0].shape == (shape[0], 720, shape[2] // 8, shape[3] // 8)
+        assert outputs[5].shape == (shape[0], 36, shape[2] // 8, shape[3] // 8)
+        _assert_close(outputs, expected[shape])
+
+
+# --------------------------------------------------------------------------- selection and cache
+
+
+def test_auto_prefers_onnxruntime_then_lite_then_megengine_on_cpu():
+    names = available_backends("cpu")
+    expected = [name for name in ("onnxruntime", "mge-lite", "megengine") if name in names]
+    assert names[: len(expected)] == expected
+    assert "mge-lite" in names and "megengine" in names
+    assert "onnxruntime" not in available_backends("gpu")
+    assert "mge-lite" not in available_backends("gpu")
+
+
+class TinyNet(M.Module):
+    """A network the backends know nothing about: its graph is exported on the first batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = M.Conv2d(3, 4, 3, 1, 1)
+        self.bn = M.BatchNorm2d(4)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x)))
+
+
+@pytest.mark.parametrize("backend_name", EXPORTED_BACKENDS)
+def test_graph_cache_is_reused_by_the_next_backend(backend_name, tmp_path):
+    model = TinyNet()
+    model.eval()
+    batch = np.random.default_rng(2).normal(size=(2, 3, 8, 8)).astype(np.float32)
+    expected = create_backend("megengine", model).run(batch)
+
+    first = create_backend(backend_name, model, cache_dir=tmp_path, input_shape=(1, 3, 8, 8), dynamic_axes={0: "N"})
+    # (mge-lite may export more than once: it falls back to another layout when NCHW88 fails.)
+    assert first.exported and first.cache.exports >= 1
+    graph = first.graph_path
+    assert graph.parent == tmp_path and graph.is_file()
+    written = graph.stat().st_mtime_ns
+    _assert_close(first.run(batch), expected)
+
+    second = create_backend(backend_name, model, cache_dir=tmp_path, input_shape=(1, 3, 8, 8), dynamic_axes={0: "N"})
+    assert not second.exported and second.cache.exports == 0
+    assert second.graph_path == graph and graph.stat().st_mtime_ns == written
+    _assert_close(second.run(batch), expected)
+    assert [p.name for p in tmp_path.iterdir()] == [graph.name]  # no temporary files left behind
+
+    # Other weights are another graph.
+    model.conv.bias._reset(mge.tensor(np.ones(model.conv.bias.shape, np.float32)))
+    third = create_backend(backend_name, model, cache_dir=tmp_path, input_shape=(1, 3, 8, 8), dynamic_axes={0: "N"})
+    assert third.exported and third.graph_path != graph
+
+
+@pytest.mark.parametrize("backend_name", EXPORTED_BACKENDS)
+def test_unknown_network_is_exported_for_its_first_batch(backend_name, tmp_path):
+    model = TinyNet()
+    model.eval()
+    backend = create_backend(backend_name, model, cache_dir=tmp_path)
+    assert backend.graph_path is None  # nothing known about the input yet
+    small = np.random.default_rng(3).normal(size=(1, 3, 8, 12)).astype(np.float32)
+    large = np.random.default_rng(4).normal(size=(3, 3, 16, 8)).astype(np.float32)
+    reference = create_backend("megengine", model)
+    _assert_close(backend.run(small), reference.run(small))
+    _assert_close(backend.run(large), reference.run(large))  # N, H and W may vary
+    with pytest.raises(UsageError, match="prepared for inputs"):
+        backend.run(np.zeros((1, 4, 8, 8), np.float32))
+
+
+def test_exported_backends_are_cpu_only():
+    model = TinyNet()
+    for name in ("onnxruntime", "mge-lite"):
+        with pytest.raises(UsageError, match="not available"):
+            create_backend(name, model, device="gpu")
