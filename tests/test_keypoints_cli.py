@@ -21,7 +21,7 @@ def _check_record(record):
     assert all(isinstance(v, (int, float)) for v in record["keypoints"])
     assert record["keypoints"][2::3] == [1.0] * 17  # visibility 1, as the official test writes
     assert len(record["keypoint_scores"]) == 17
-    assert len(record["bbox"]) == 4
+    assert len(record["det_bbox"]) == 4
     mean_kpt = float(np.mean(record["keypoint_scores"]))
     assert record["score"] == pytest.approx(mean_kpt * record["box_score"], rel=1e-3)
 
@@ -38,7 +38,7 @@ def test_keypoints_with_boxes_writes_json_and_skeleton(tmp_path, mspn_weights):
     assert len(records) == len(expected) == 1
     _check_record(records[0])
     assert records[0]["image_id"] == 785 and records[0]["file_name"] == "000000000785.jpg"
-    np.testing.assert_allclose(records[0]["bbox"], expected[0]["bbox"], atol=0.01)
+    np.testing.assert_allclose(records[0]["det_bbox"], expected[0]["bbox"], atol=0.01)
     drawn, original = cv2.imread(str(vis)), cv2.imread(str(image))
     assert drawn.shape == original.shape
     assert np.abs(drawn.astype(int) - original.astype(int)).max() > 50  # something was drawn

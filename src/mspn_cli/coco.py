@@ -667,7 +667,7 @@ def run_keypoint_eval(
             on_progress(resumed, len(with_detections))
         for image_id, result in estimator.estimate_many(items()):
             records = keypoint_records(result, image_id, annotations.file_names.get(image_id))
-            records = _jsonable_roundtrip([_without_bbox(record) for record in records])
+            records = _jsonable_roundtrip(records)
             checkpoint.append(image_id, records)
             done[image_id] = records
             processed += 1
@@ -696,15 +696,6 @@ def run_keypoint_eval(
         shard=shard,
         checkpoint_kept=keep_checkpoint,
     )
-
-
-def _without_bbox(record: Dict[str, Any]) -> Dict[str, Any]:
-    """The detector box as `det_bbox`: a `bbox` key would make pycocotools' loadRes, fed
-    this file directly, compute result areas from the box instead of the keypoints."""
-    renamed = {}
-    for key, value in record.items():
-        renamed["det_bbox" if key == "bbox" else key] = value
-    return renamed
 
 
 def write_results(path: PathLike, records: List[Dict[str, Any]]) -> None:

@@ -42,11 +42,10 @@ class DetectionSet:
             entries = self.by_image_id[image_id]
         if entries is None:
             return None
-        boxes = np.array([b for b, _ in entries], dtype=np.float32).reshape(-1, 4)
+        # As the official dataset code: x + w in float64, then float32.
+        boxes = np.array([b for b, _ in entries], dtype=np.float64).reshape(-1, 4)
         scores = np.array([s for _, s in entries], dtype=np.float32)
-        xyxy = boxes.copy()
-        xyxy[:, 2] = boxes[:, 0] + boxes[:, 2]
-        xyxy[:, 3] = boxes[:, 1] + boxes[:, 3]
+        xyxy = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1).astype(np.float32)
         return xyxy, scores
 
     @property

@@ -49,12 +49,14 @@ def _is_backend_instance(backend: Any) -> bool:
     return hasattr(backend, "run") and callable(backend.run)
 
 
-def load_network(model_name: str, weights_config, weights: Optional[str], progress: bool = True):
+def load_network(model_name: str, weights_config, weights: Optional[str], progress: bool = True, device: str = "cpu"):
     """Build a network and load weights into it strictly. Returns (model, weights path, sha256)."""
+    from mspn_cli.backends.megengine_backend import use_device
     from mspn_cli.models import build_model
     from mspn_cli.weights import load_checkpoint, load_weights_into, resolve_weights, sha256_file
 
     path = resolve_weights(weights, weights_config, progress=progress)
+    use_device(device)
     model = build_model(model_name)
     load_weights_into(model, load_checkpoint(path), str(path))
     return model, path, sha256_file(path)
@@ -102,7 +104,7 @@ class PoseEstimator:
             from mspn_cli.backends import create_backend
 
             model, self.weights_path, self.weights_sha256 = load_network(
-                self.config.model.name, self.config.weights, weights, progress
+                self.config.model.name, self.config.weights, weights, progress, device
             )
             self.backend = create_backend(backend, model, device=device, cache_key=self._cache_key())
         self.backend_name = getattr(self.backend, "name", type(self.backend).__name__)
@@ -238,9 +240,11 @@ class PersonDetector:
         det_size: Optional[Tuple[int, int]] = None,
         box_thr: float = 0.05,
         progress: bool = False,
+        max_persons: Optional[int] = None,
     ):
         import dataclasses
 
+        self.max_persons = max_persons
         self.config = config or load_detector_config()
         if det_size is not None:
             short, longest = det_size
@@ -259,7 +263,7 @@ class PersonDetector:
             from mspn_cli.backends import create_backend
 
             model, self.weights_path, self.weights_sha256 = load_network(
-                self.config.model.name, self.config.weights, weights, progress
+                self.config.model.name, self.config.weights, weights, progress, device
             )
             self.backend = create_backend(
                 backend, model, device=device, cache_key=f"{self.config.model.name}-{self.weights_sha256[:16]}"
@@ -281,7 +285,11 @@ class PersonDetector:
             logits, offsets, im_infos[0], cfg.anchors, cfg.postprocess, num_classes=cfg.model.num_classes
         )
         persons = dets[dets[:, 5] == self.config.model.person_class]
-        persons = persons[persons[:, 4] > self.box_thr]
+        # Boxes clipped to zero width or height (entirely off-image) cannot be cropped.
+        valid = (persons[:, 2] > persons[:, 0]) & (persons[:, 3] > persons[:, 1])
+        persons = persons[valid & (persons[:, 4] > self.box_thr)]
+        if self.max_persons is not None:
+            persons = persons[np.argsort(-persons[:, 4], kind="stable")[: self.max_persons]]
         return np.ascontiguousarray(persons[:, :5], dtype=np.float32)
 
     def detect_many(self, items: Iterable[Tuple[Any, np.ndarray]]) -> Iterator[Tuple[Any, np.ndarray]]:

@@ -18,7 +18,7 @@ def keypoint_records(result, image_id: int, file_name: Optional[str] = None, ext
     """COCO keypoint results, one per person, with the official scoring.
 
     `keypoints` carries visibility 1 for every joint, as the official test writes;
-    the per-joint confidences go to `keypoint_scores`.
+    the per-joint confidences go to `keypoint_scores` and the person box to `det_bbox`.
     """
     records = []
     boxes_xywh = xyxy_to_xywh(result.boxes)
@@ -30,7 +30,9 @@ def keypoint_records(result, image_id: int, file_name: Optional[str] = None, ext
             "category_id": 1,
             "keypoints": [round(float(v), 3) for v in flat],
             "score": float(result.scores[index]),
-            "bbox": [round(float(v), 2) for v in boxes_xywh[index]],
+            # Not "bbox": with that key pycocotools' loadRes takes result areas from the
+            # box instead of the keypoints, unlike the official test.
+            "det_bbox": [round(float(v), 2) for v in boxes_xywh[index]],
             "box_score": float(result.box_scores[index]),
             "keypoint_scores": [round(float(v), 5) for v in kp[:, 2]],
         }

@@ -6,10 +6,9 @@ Nothing here runs a model. Decoding happens ahead of inference on a background t
 
 from __future__ import annotations
 
+import collections
 import glob
 import os
-import queue
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
@@ -151,41 +150,34 @@ R = TypeVar("R")
 
 
 def prefetch(items: Iterable[T], load: Callable[[T], R], depth: int = 4) -> Iterator[Tuple[T, Optional[R], Optional[BaseException]]]:
-    """Yield (item, load(item), error) in order, with `load` running `depth` items ahead on a thread.
+    """Yield (item, load(item), error) in order, with `load` running up to `depth` items ahead.
 
-    Errors from `load` are yielded, not raised, so the consumer decides whether a bad
-    file stops the batch.
+    `items` is iterated on the calling thread (it may run MegEngine, which is bound to
+    the thread that initialised it); only `load` (numpy/cv2 work, which releases the
+    GIL) runs on a background thread. Errors from `load` are yielded, not raised, so
+    the consumer decides whether a bad file stops the batch.
     """
-    results: "queue.Queue" = queue.Queue(maxsize=max(depth, 1))
-    done = object()
-    stop = threading.Event()
+    from concurrent.futures import ThreadPoolExecutor
 
-    def worker() -> None:
-        for item in items:
-            if stop.is_set():
-                break
-            try:
-                results.put((item, load(item), None))
-            except Exception as exc:  # noqa: BLE001 - handed to the consumer
-                results.put((item, None, exc))
-        results.put(done)
+    window: "collections.deque" = collections.deque()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mspn-prefetch") as pool:
+        try:
+            for item in items:
+                window.append((item, pool.submit(load, item)))
+                if len(window) > max(depth, 1):
+                    yield _settle(*window.popleft())
+            while window:
+                yield _settle(*window.popleft())
+        finally:
+            for _, future in window:
+                future.cancel()
 
-    thread = threading.Thread(target=worker, name="mspn-prefetch", daemon=True)
-    thread.start()
+
+def _settle(item, future):
     try:
-        while True:
-            entry = results.get()
-            if entry is done:
-                break
-            yield entry
-    finally:
-        stop.set()
-        # Drain so the worker can finish a blocked put and exit.
-        while thread.is_alive():
-            try:
-                results.get(timeout=0.05)
-            except queue.Empty:
-                pass
+        return item, future.result(), None
+    except Exception as exc:  # noqa: BLE001 - handed to the consumer
+        return item, None, exc
 
 
 def iter_video_frames(path: Union[str, Path], every: int = 1) -> Iterator[Tuple[int, np.ndarray]]:

@@ -167,8 +167,9 @@ def records_to_arrays(
             )
         else:
             keypoints[index, :, 2] = 1.0
-        if record.get("bbox") is not None:
-            x, y, w, h = _numbers(record["bbox"], 4, index, "bbox", "x, y, width, height")
+        box_key = "det_bbox" if record.get("det_bbox") is not None else "bbox"
+        if record.get(box_key) is not None:
+            x, y, w, h = _numbers(record[box_key], 4, index, box_key, "x, y, width, height")
             boxes[index] = (x, y, x + w, y + h)
             any_box = True
         score = record.get("score")

@@ -33,6 +33,21 @@ def device_available(device: str) -> bool:
     return True
 
 
+def use_device(device: str) -> str:
+    """Make `device` MegEngine's default, so parameters and in-graph constants live there.
+
+    Call before building a network: tensors created later inside `forward` (constants
+    such as the detector's mean/std) follow the default device, and a graph mixing
+    devices is rejected by MegEngine.
+    """
+    normalized = normalize_device(device)
+    if not device_available(device):
+        raise UsageError(f"device '{device}' is not available to MegEngine (no usable GPU found)")
+    with silenced_stderr():
+        mge.set_default_device(normalized)
+    return normalized
+
+
 class MegEngineBackend(Backend):
     """Runs `model` through `jit.trace(symbolic=True, capture_as_const=True)`.
 
@@ -43,9 +58,7 @@ class MegEngineBackend(Backend):
     name = "megengine"
 
     def __init__(self, model, device: str = "cpu", **_options):
-        self.device = normalize_device(device)
-        if not device_available(device):
-            raise UsageError(f"device '{device}' is not available to MegEngine (no usable GPU found)")
+        self.device = use_device(device)
         self.model = model
         self.model.eval()
         with silenced_stderr():

@@ -31,6 +31,7 @@ def keypoints_command(
     box_thr: Optional[float] = typer.Option(
         None, "--box-thr", help="Minimum person score. Default 0.3 for detected boxes (0.05 reproduces the official demo); all given --boxes are used unless set."
     ),
+    max_persons: Optional[int] = typer.Option(None, "--max-persons", min=1, help="Keep at most this many detected persons per image, highest scores first (default: all)."),
     kpt_thr: float = opt.KPT_THR,
     every: int = typer.Option(1, "--every", min=1, help="Video: process every N-th frame."),
     weights: Optional[str] = opt.WEIGHTS,
@@ -79,14 +80,15 @@ def keypoints_command(
         dets = load_detections(boxes)
 
     if videos:
-        _run_video(videos[0].path, output, json_out, jsonl, every, overwrite, quiet, kpt_thr, box_thr,
+        _run_video(videos[0].path, output, json_out, jsonl, every, overwrite, quiet, kpt_thr, box_thr, max_persons,
                    pose_config, weights, detector_weights, detector_config, det_size_pair, flip, batch_size, device, backend)
         return
 
     vis_paths = _plan_visual_outputs(items, output, overwrite)
     estimator, detector = _build_models(pose_config, weights, detector_weights, detector_config, det_size_pair,
                                         flip, batch_size, device, backend, need_detector=dets is None,
-                                        box_thr=0.3 if box_thr is None else box_thr, quiet=quiet)
+                                        box_thr=0.3 if box_thr is None else box_thr, quiet=quiet,
+                                        max_persons=max_persons)
     given_thr = box_thr if box_thr is not None else 0.0
     report = BatchReport()
     records: List[dict] = []
@@ -195,7 +197,7 @@ def _plan_visual_outputs(items: List[InputItem], output: Optional[Path], overwri
 
 
 def _build_models(pose_config, weights, detector_weights, detector_config, det_size, flip, batch_size, device,
-                  backend, need_detector: bool, box_thr: float, quiet: bool):
+                  backend, need_detector: bool, box_thr: float, quiet: bool, max_persons: Optional[int] = None):
     from mspn_cli.pipeline import PersonDetector, PoseEstimator
 
     detector = None
@@ -204,13 +206,13 @@ def _build_models(pose_config, weights, detector_weights, detector_config, det_s
 
         det_cfg = load_detector_config(detector_config) if detector_config else None
         detector = PersonDetector(det_cfg, detector_weights, device=device, backend=backend, det_size=det_size,
-                                  box_thr=box_thr, progress=not quiet)
+                                  box_thr=box_thr, progress=not quiet, max_persons=max_persons)
     estimator = PoseEstimator(pose_config, weights, device=device, backend=backend, flip=flip,
                               batch_size=batch_size, progress=not quiet)
     return estimator, detector
 
 
-def _run_video(path: Path, output, json_out, jsonl, every, overwrite, quiet, kpt_thr, box_thr, pose_config, weights,
+def _run_video(path: Path, output, json_out, jsonl, every, overwrite, quiet, kpt_thr, box_thr, max_persons, pose_config, weights,
                detector_weights, detector_config, det_size, flip, batch_size, device, backend) -> None:
     """Annotate a video frame by frame, streaming: memory stays flat however long it is."""
     from mspn_cli.records import keypoint_records
@@ -225,7 +227,8 @@ def _run_video(path: Path, output, json_out, jsonl, every, overwrite, quiet, kpt
         check_output_path(output, overwrite, "output video")
     estimator, detector = _build_models(pose_config, weights, detector_weights, detector_config, det_size, flip,
                                         batch_size, device, backend, need_detector=True,
-                                        box_thr=0.3 if box_thr is None else box_thr, quiet=quiet)
+                                        box_thr=0.3 if box_thr is None else box_thr, quiet=quiet,
+                                        max_persons=max_persons)
     report = BatchReport()
     records: List[dict] = []
     jsonl_writer = JsonlWriter("-") if jsonl else None
