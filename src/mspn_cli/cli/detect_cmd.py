@@ -94,9 +94,10 @@ def detect_command(
                     write_image_atomic(vis / f"{item.path.stem}_dets.jpg", draw_poses(image, empty, dets[:, :4], dets[:, 4]))
     except KeyboardInterrupt:
         interrupted = True
-    finally:
-        if output is not None:
-            write_json_atomic(output, records)
+    # Written on success and on Ctrl-C (what finished is valid); not after an error, and not
+    # when every input failed, so no empty result file stands in for a failed run.
+    if output is not None and (report.images or not report.failures):
+        write_json_atomic(output, records)
     if interrupted:
         console_err.print(f"[yellow]interrupted[/yellow] after {report.images} image(s); finished results were written")
         raise typer.Exit(EXIT_INTERRUPTED)

@@ -145,9 +145,10 @@ def keypoints_command(
                 progress.advance(task)
     except KeyboardInterrupt:
         interrupted = True
-    finally:
-        if json_out is not None:
-            write_json_atomic(json_out, records)
+    # Written on success and on Ctrl-C (what finished is valid); not after an error, and not
+    # when every input failed, so no empty result file stands in for a failed run.
+    if json_out is not None and (report.images or not report.failures):
+        write_json_atomic(json_out, records)
     if interrupted:
         console_err.print(f"[yellow]interrupted[/yellow] after {report.images} image(s); finished results were written")
         raise typer.Exit(EXIT_INTERRUPTED)
