@@ -89,8 +89,9 @@ def assets(tmp_path_factory, mspn_weights, detector_weights) -> Assets:
     a = Assets(root, mspn_weights, detector_weights)
     f = a.files
     good = GOOD_IMAGE.read_bytes()
-    (root / "good.jpg").write_bytes(good)
-    f["good"] = root / "good.jpg"
+    # The COCO name matters: --boxes match images by numeric stem (image_id) or file name.
+    f["good"] = root / GOOD_IMAGE.name
+    f["good"].write_bytes(good)
     f["zero"] = root / "zero.jpg"
     f["zero"].write_bytes(b"")
     f["truncated"] = root / "truncated.jpg"
@@ -180,6 +181,7 @@ class Case:
     output: Optional[str] = None
     keep: Optional[Callable[[Assets, Path], Path]] = None
     marks: tuple = ()
+    says: str = ""  # a phrase the error line must contain, when the reason matters
 
 
 def kp(a: Assets, *extra) -> List[str]:
@@ -209,8 +211,10 @@ CASES = [
          output="out.json", marks=(pytest.mark.xfail(strict=True, reason=EMPTY_JSON_ON_TOTAL_FAILURE),)),
     Case("kp-truncated-jpeg", lambda a, w: kp(a, a["truncated"], "--boxes", a["boxes"], "-o", w / "out.jpg"), 3, output="out.jpg"),
     Case("kp-huge-png-header", lambda a, w: kp(a, a["huge"], "--boxes", a["boxes"], "-o", w / "out.jpg"), 3, output="out.jpg"),
-    Case("kp-boxes-outside-image", lambda a, w: kp(a, a["good"], "--boxes", a["boxes_outside"], "-o", w / "out.jpg"), 3, output="out.jpg"),
-    Case("kp-unknown-image-ids", lambda a, w: kp(a, a["good"], "--boxes", a["boxes_unknown"], "-o", w / "out.jpg"), 3, output="out.jpg"),
+    Case("kp-boxes-outside-image", lambda a, w: kp(a, a["good"], "--boxes", a["boxes_outside"], "-o", w / "out.jpg"), 3, output="out.jpg",
+         says="outside"),
+    Case("kp-unknown-image-ids", lambda a, w: kp(a, a["good"], "--boxes", a["boxes_unknown"], "-o", w / "out.jpg"), 3, output="out.jpg",
+         says="no boxes for this image"),
     # --- checked before any network is built
     Case("kp-empty-folder", lambda a, w: kp(a, a["empty_dir"], "--boxes", a["boxes"], "--json", w / "out.json"), 3, output="out.json"),
     Case("kp-json-into-missing-folder", lambda a, w: kp(a, a["good"], "--boxes", a["boxes"], "--json", w / "nope" / "out.json"), 3,
@@ -285,6 +289,7 @@ def test_bad_input_fails_cleanly(case: Case, assets: Assets, tmp_path: Path):
     kept_bytes = _snapshot(kept) if kept else None
     proc = run_mspn(*case.args(assets, tmp_path), env={"MSPN_HOME": str(tmp_path / "home")}, timeout=300)
     assert_clean_error(proc, case.code)
+    assert case.says in proc.stderr, proc.stderr
     if case.output:
         assert not (tmp_path / case.output).exists(), f"{case.output} was written: {proc.stderr}"
     if kept is not None:
