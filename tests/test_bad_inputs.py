@@ -124,6 +124,8 @@ def assets(tmp_path_factory, mspn_weights, detector_weights) -> Assets:
     f["boxes_dict"] = _write_json(root / "boxes_dict.json", {"image_id": 785, "bbox": GOOD_BOX, "score": 1.0})
     f["boxes_nan"] = root / "boxes_nan.json"
     f["boxes_nan"].write_text('[{"image_id": 785, "category_id": 1, "bbox": [280.0, 44.0, NaN, 346.0], "score": 1.0}]')
+    f["boxes_bigint"] = root / "boxes_bigint.json"
+    f["boxes_bigint"].write_text('[{"image_id": 785, "bbox": [280, 44, 1' + "0" * 400 + ', 346], "score": 1.0}]')
     f["boxes_negative"] = _write_json(root / "boxes_negative.json", [{"image_id": 785, "bbox": [280, 44, -50, -80], "score": 1.0}])
     f["boxes_outside"] = _write_json(root / "boxes_outside.json", [{"image_id": 785, "bbox": [5000, 5000, 100, 100], "score": 1.0}])
     f["boxes_unknown"] = _write_json(root / "boxes_unknown.json", [{"image_id": 424242, "bbox": GOOD_BOX, "score": 1.0}])
@@ -205,6 +207,11 @@ EMPTY_JSON_ON_TOTAL_FAILURE = (
     "`finally: write_json_atomic(...)` in cli/keypoints_cmd.py runs on every path"
 )
 
+OVERFLOW_BUG = (
+    "detections._number calls math.isfinite on a JSON integer too large for a float (e.g. a bbox value of 1e400 written "
+    "as an integer): OverflowError escapes parse_detections, `mspn keypoints --boxes` exits 70 instead of 3"
+)
+
 CASES = [
     # --- images through `keypoints --boxes` (a network is built, so these cost ~7 s each)
     Case("kp-missing-image-json", lambda a, w: kp(a, w / "000000000785.jpg", "--boxes", a["boxes"], "--json", w / "out.json"), 3,
@@ -229,6 +236,8 @@ CASES = [
     Case("kp-boxes-malformed-json", lambda a, w: kp(a, a["good"], "--boxes", a["boxes_malformed"], "--json", w / "out.json"), 3, output="out.json"),
     Case("kp-boxes-dict", lambda a, w: kp(a, a["good"], "--boxes", a["boxes_dict"], "--json", w / "out.json"), 3, output="out.json"),
     Case("kp-boxes-nan", lambda a, w: kp(a, a["good"], "--boxes", a["boxes_nan"], "--json", w / "out.json"), 3, output="out.json"),
+    Case("kp-boxes-huge-integer", lambda a, w: kp(a, a["good"], "--boxes", a["boxes_bigint"], "--json", w / "out.json"), 3,
+         output="out.json", marks=(pytest.mark.xfail(strict=True, reason=OVERFLOW_BUG),)),
     Case("kp-boxes-negative-size", lambda a, w: kp(a, a["good"], "--boxes", a["boxes_negative"], "--json", w / "out.json"), 3, output="out.json"),
     Case("kp-boxes-missing-file", lambda a, w: kp(a, a["good"], "--boxes", w / "nope.json", "--json", w / "out.json"), 3, output="out.json"),
     Case("kp-readonly-output-folder", lambda a, w: kp(a, a["good"], "--boxes", a["boxes"], "--json", a["readonly_dir"] / "out.json"), 3,
@@ -413,3 +422,83 @@ def test_sigint_mid_run_flushes_finished_results(assets: Assets, tmp_path: Path)
     assert "Traceback" not in stderr, stderr
     records = load_json(out)
     assert isinstance(records, list) and 1 <= len({r["image_id"] for r in records}) < 6
+
+
+# --------------------------------------------------------------------------- fuzzing (slow)
+
+
+def _json_values():
+    from hypothesis import strategies as st
+
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8)
+    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                        max_leaves=20)
+
+
+def _detection_like_entries():
+    """Lists of dicts whose keys are the ones parse_detections reads, with values of any type."""
+    from hypothesis import strategies as st
+
+    value = _json_values()
+    # JSON integers have no size limit: 1 followed by 400 zeros is valid and does not fit a float.
+    number = st.integers(-10**20, 10**20) | st.integers(10**308, 10**400) | st.floats(allow_nan=True, allow_infinity=True)
+    bbox = st.lists(number, min_size=0, max_size=6) | value
+    entry = st.fixed_dictionaries(
+        {},
+        optional={"image_id": number | value, "file_name": st.text(max_size=12) | value, "bbox": bbox,
+                  "score": number | value, "category_id": number | value},
+    )
+    return st.lists(entry, max_size=5)
+
+
+@pytest.mark.slow
+def test_fuzz_decode_image_bytes_raises_only_input_error():
+    import cv2
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from mspn_cli.errors import InputError
+    from mspn_cli.sources import decode_image_bytes
+
+    # Mutations of real headers reach deeper into the decoders than uniform random bytes.
+    seeds = [GOOD_IMAGE.read_bytes()[:4096], huge_png_bytes(), cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes(),
+             cv2.imencode(".bmp", np.zeros((4, 4, 3), np.uint8))[1].tobytes()]
+
+    @st.composite
+    def mutated(draw):
+        data = bytearray(draw(st.sampled_from(seeds)))
+        for _ in range(draw(st.integers(0, 8))):
+            position = draw(st.integers(0, len(data) - 1))
+            data[position] = draw(st.integers(0, 255))
+        return bytes(data[: draw(st.integers(0, len(data)))])
+
+    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.binary(max_size=2048) | mutated())
+    def check(data):
+        try:
+            image = decode_image_bytes(data, "fuzz.jpg")
+        except InputError:
+            return
+        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+
+    check()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=OVERFLOW_BUG)
+def test_fuzz_parse_detections_raises_only_input_error():
+    from hypothesis import HealthCheck, example, given, settings
+
+    from mspn_cli.detections import parse_detections
+    from mspn_cli.errors import InputError
+
+    @settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(_json_values() | _detection_like_entries())
+    @example([{"image_id": 1, "bbox": [0, 0, 10**400, 5], "score": 1.0}])  # what the fuzzer found first
+    def check(data):
+        try:
+            parse_detections(data, "fuzz.json")
+        except InputError:
+            pass
+
+    check()
