@@ -202,10 +202,6 @@ def verify(a: Assets, *extra) -> List[str]:
     return ["weights", "verify", *map(str, extra)]
 
 
-EMPTY_JSON_ON_TOTAL_FAILURE = (
-    "keypoints writes `[]` to --json even when no input could be processed (exit 3): "
-    "`finally: write_json_atomic(...)` in cli/keypoints_cmd.py runs on every path"
-)
 
 OVERFLOW_BUG = (
     "detections._number calls math.isfinite on a JSON integer too large for a float (e.g. a bbox value of 1e400 written "
@@ -215,7 +211,7 @@ OVERFLOW_BUG = (
 CASES = [
     # --- images through `keypoints --boxes` (a network is built, so these cost ~7 s each)
     Case("kp-missing-image-json", lambda a, w: kp(a, w / "000000000785.jpg", "--boxes", a["boxes"], "--json", w / "out.json"), 3,
-         output="out.json", marks=(pytest.mark.xfail(strict=True, reason=EMPTY_JSON_ON_TOTAL_FAILURE),)),
+         output="out.json"),
     Case("kp-truncated-jpeg", lambda a, w: kp(a, a["truncated"], "--boxes", a["boxes"], "-o", w / "out.jpg"), 3, output="out.jpg"),
     Case("kp-huge-png-header", lambda a, w: kp(a, a["huge"], "--boxes", a["boxes"], "-o", w / "out.jpg"), 3, output="out.jpg"),
     Case("kp-boxes-outside-image", lambda a, w: kp(a, a["good"], "--boxes", a["boxes_outside"], "-o", w / "out.jpg"), 3, output="out.jpg",
@@ -274,8 +270,7 @@ CASES = [
     # --- detect
     Case("detect-empty-folder", lambda a, w: detect(a, a["empty_dir"], "-o", w / "dets.json"), 3, output="dets.json"),
     Case("detect-into-missing-folder", lambda a, w: detect(a, a["good"], "-o", w / "nope" / "dets.json"), 3, output="nope/dets.json"),
-    Case("detect-zero-byte-image", lambda a, w: detect(a, a["zero"], "-o", w / "dets.json"), 3, output="dets.json",
-         marks=(pytest.mark.xfail(strict=True, reason="detect writes `[]` to -o even when no input could be processed (exit 3)"),)),
+    Case("detect-zero-byte-image", lambda a, w: detect(a, a["zero"], "-o", w / "dets.json"), 3, output="dets.json"),
     # --- eval-coco on an existing results file (no network)
     Case("eval-ann-without-keypoints", lambda a, w: ["eval-coco", "--results", a["results"], "--ann", a["ann_no_keypoints"],
                                                       "--summary", w / "summary.json"], 3, output="summary.json"),
