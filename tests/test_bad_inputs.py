@@ -203,10 +203,6 @@ def verify(a: Assets, *extra) -> List[str]:
 
 
 
-OVERFLOW_BUG = (
-    "detections._number calls math.isfinite on a JSON integer too large for a float (e.g. a bbox value of 1e400 written "
-    "as an integer): OverflowError escapes parse_detections, `mspn keypoints --boxes` exits 70 instead of 3"
-)
 
 CASES = [
     # --- images through `keypoints --boxes` (a network is built, so these cost ~7 s each)
@@ -233,7 +229,7 @@ CASES = [
     Case("kp-boxes-dict", lambda a, w: kp(a, a["good"], "--boxes", a["boxes_dict"], "--json", w / "out.json"), 3, output="out.json"),
     Case("kp-boxes-nan", lambda a, w: kp(a, a["good"], "--boxes", a["boxes_nan"], "--json", w / "out.json"), 3, output="out.json"),
     Case("kp-boxes-huge-integer", lambda a, w: kp(a, a["good"], "--boxes", a["boxes_bigint"], "--json", w / "out.json"), 3,
-         output="out.json", marks=(pytest.mark.xfail(strict=True, reason=OVERFLOW_BUG),)),
+         output="out.json"),
     Case("kp-boxes-negative-size", lambda a, w: kp(a, a["good"], "--boxes", a["boxes_negative"], "--json", w / "out.json"), 3, output="out.json"),
     Case("kp-boxes-missing-file", lambda a, w: kp(a, a["good"], "--boxes", w / "nope.json", "--json", w / "out.json"), 3, output="out.json"),
     Case("kp-readonly-output-folder", lambda a, w: kp(a, a["good"], "--boxes", a["boxes"], "--json", a["readonly_dir"] / "out.json"), 3,
@@ -259,9 +255,7 @@ CASES = [
     Case("vis-zero-byte-image", lambda a, w: vis(a, a["zero"], "-o", w / "out.jpg"), 3, output="out.jpg"),
     Case("vis-text-as-jpg", lambda a, w: vis(a, a["text"], "-o", w / "out.jpg"), 3, output="out.jpg"),
     Case("vis-truncated-jpeg", lambda a, w: vis(a, a["truncated"], "-o", w / "out.jpg"), 3, output="out.jpg"),
-    Case("vis-huge-png-header", lambda a, w: vis(a, a["huge"], "-o", w / "out.jpg"), 3, output="out.jpg",
-         marks=(pytest.mark.xfail(strict=True, reason="visualize: cv2.imdecode raises cv2.error (CV_IO_MAX_IMAGE_PIXELS) "
-                                  "that read_image_bgr in cli/visualize_cmd.py does not catch: exit 70 internal error"),)),
+    Case("vis-huge-png-header", lambda a, w: vis(a, a["huge"], "-o", w / "out.jpg"), 3, output="out.jpg"),
     Case("vis-folder-as-image", lambda a, w: vis(a, a["empty_dir"], "-o", w / "out.jpg"), 3, output="out.jpg"),
     Case("vis-into-missing-folder", lambda a, w: vis(a, a["good"], "-o", w / "nope" / "out.jpg"), 3, output="nope/out.jpg"),
     Case("vis-output-is-input", lambda a, w: vis(a, a["good"], "-o", a["good"]), 3, keep=lambda a, w: a["good"]),
@@ -481,9 +475,7 @@ def test_fuzz_decode_image_bytes_raises_only_input_error():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=OVERFLOW_BUG)
 def test_fuzz_parse_detections_raises_only_input_error():
-    # Skipped, not xfailed, without hypothesis: an ImportError must not pass for the known bug.
     pytest.importorskip("hypothesis")
     from hypothesis import HealthCheck, example, given, settings
 

@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 import numpy as np
 
+from mspn_cli.detections import is_finite_number
 from mspn_cli.errors import InputError, OutputError, UsageError
 
 PathLike = Union[str, Path]
@@ -137,10 +138,6 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 # --------------------------------------------------------------------------- detections
 
 
@@ -167,11 +164,11 @@ def _check_detection(entry: Any) -> Optional[str]:
     bbox = entry["bbox"]
     if not isinstance(bbox, list) or len(bbox) != 4:
         return f"'bbox' must be a list of 4 numbers [x, y, w, h], got {bbox!r}"
-    if not all(_is_finite_number(v) for v in bbox):
+    if not all(is_finite_number(v) for v in bbox):
         return f"'bbox' must hold 4 finite numbers, got {bbox!r}"
     if not (bbox[2] > 0 and bbox[3] > 0):
         return f"'bbox' width and height must be > 0, got w={bbox[2]!r} h={bbox[3]!r}"
-    if not _is_finite_number(entry["score"]):
+    if not is_finite_number(entry["score"]):
         return f"'score' must be a finite number, got {entry['score']!r}"
     return None
 
@@ -389,9 +386,9 @@ def _check_result(entry: Any, num_keypoints: int) -> Optional[str]:
     if not isinstance(keypoints, list) or len(keypoints) != 3 * num_keypoints:
         length = len(keypoints) if isinstance(keypoints, list) else _json_type(keypoints)
         return f"'keypoints' must be a list of {3 * num_keypoints} numbers (x, y, v per joint), got {length}"
-    if not all(_is_finite_number(v) for v in keypoints):
+    if not all(is_finite_number(v) for v in keypoints):
         return "'keypoints' must hold finite numbers"
-    if not _is_finite_number(entry["score"]):
+    if not is_finite_number(entry["score"]):
         return f"'score' must be a finite number, got {entry['score']!r}"
     return None
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from mspn_cli.errors import InputError
 
-__all__ = ["DetectionSet", "load_detections", "parse_detections"]
+__all__ = ["DetectionSet", "load_detections", "parse_detections", "is_finite_number"]
 
 # A file this large is almost surely not a detections file meant for a single run;
 # json.load would hold it whole in memory.
@@ -53,8 +53,13 @@ class DetectionSet:
         return sorted(self.by_image_id)
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def is_finite_number(value: Any) -> bool:
+    """A JSON number usable as a float: not a bool, not NaN/inf, not an integer beyond float range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(value, int):
+        return abs(value) <= 2**53  # larger JSON integers overflow or lose precision as floats
+    return math.isfinite(value)
 
 
 def parse_detections(data: Any, source: str = "detections", person_only: bool = True) -> DetectionSet:
@@ -77,12 +82,12 @@ def parse_detections(data: Any, source: str = "detections", person_only: bool = 
         if file_name is not None and not isinstance(file_name, str):
             raise InputError(f"{where}: file_name must be a string")
         bbox = entry.get("bbox")
-        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(_number(v) for v in bbox):
+        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(is_finite_number(v) for v in bbox):
             raise InputError(f"{where}: bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}")
         if bbox[2] <= 0 or bbox[3] <= 0:
             raise InputError(f"{where}: bbox has non-positive width or height {bbox!r}")
         score = entry.get("score", 1.0)
-        if not _number(score):
+        if not is_finite_number(score):
             raise InputError(f"{where}: score must be a finite number, got {score!r}")
         category = entry.get("category_id", 1)
         if person_only and category != 1:

@@ -102,7 +102,10 @@ def read_image_bgr(path: Path) -> np.ndarray:
     # ANYCOLOR|ANYDEPTH keeps gray and 16-bit data for to_bgr8 to convert, and unlike
     # IMREAD_UNCHANGED it applies the EXIF orientation, as cv2.imread's default does, so
     # keypoints computed on the upright image land on the right pixels.
-    decoded = cv2.imdecode(data, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH) if data.size else None
+    try:
+        decoded = cv2.imdecode(data, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH) if data.size else None
+    except cv2.error:  # e.g. a header claiming more pixels than OPENCV_IO_MAX_IMAGE_PIXELS
+        decoded = None
     if decoded is None:
         raise InputError(f"cannot decode image {path} (not an image, or corrupt)")
     return to_bgr8(decoded)
