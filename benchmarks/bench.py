@@ -1,0 +1,543 @@
+#!/usr/bin/env python
+"""Speed of the inference backends, against numpy's sgemm and the official-style baseline.
+
+    python benchmarks/bench.py                # full run (several minutes on 2 cores)
+    python benchmarks/bench.py --smoke        # tiny sizes, < 60 s, for CI
+    python benchmarks/bench.py --out bench.json --backends onnxruntime,mge-lite
+
+What is measured, in one process, one backend after the other:
+  * sgemm: numpy float32 matrix product GFLOP/s, the practical ceiling of this CPU;
+  * MSPN: milliseconds per person with flip test (2 crops per person) at 1, 4, 8 and 16
+    persons per forward pass, on real person crops cut from the COCO sample images;
+  * the official-style baseline: one traced MegEngine call per person on its crop and
+    flipped crop (a batch of 2), as the official inference script runs MSPN;
+  * the detector: milliseconds per image at the configured size (800 px short side);
+  * end to end: images/s of `PosePipeline` (detector + crops + MSPN + decoding).
+
+Effective GFLOP/s count 2 x the multiply-adds of every convolution, taken from the
+traced graph at the measured input size (MSPN ~42 GFLOP per crop, RetinaNet ~450 GFLOP
+per 800 x 1216 image). Weights are random (seeded): speed does not depend on them, and
+the benchmark needs no download. For the same reason the end-to-end run replays the
+COCO sample's recorded person boxes after running the detector at full cost (random
+detector weights find nobody). Timings on a shared machine are noisy: compare ratios
+within one run; each figure is the fastest of its repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import io
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+RANDOM_WEIGHTS_NOTE = "random (seeded) weights: timing only, outputs are meaningless"
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+class Profile:
+    def __init__(self, name, persons, mspn_stages, det_size, sgemm_n, repeats, e2e_images):
+        self.name = name
+        self.persons: List[int] = list(persons)
+        self.mspn_stages = mspn_stages  # the smoke run uses a 1-stage MSPN: same layers, a quarter of the work
+        self.det_size: Tuple[int, int] = det_size  # (short side, max side)
+        self.sgemm_n = sgemm_n
+        self.repeats = repeats
+        self.e2e_images = e2e_images
+
+
+FULL = Profile("full", (1, 4, 8, 16), 4, (800, 1333), 2048, 3, 4)
+SMOKE = Profile("smoke", (1, 2), 1, (128, 160), 2048, 1, 1)  # sgemm stays 2048: smaller ones under-report the ceiling
+
+# A run longer than this is timed once: its one-time costs (shape planning,
+# algorithm choice) are small next to it, and repeating it would take minutes.
+LONG_RUN_SECONDS = 8.0
+
+
+def peak_rss_mb() -> float:
+    # ru_maxrss is in kilobytes on Linux (bytes on macOS).
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+
+
+def fastest(run: Callable[[], Any], repeats: int) -> Tuple[float, List[float]]:
+    """Warm up once, then the fastest of `repeats` timed runs (seconds)."""
+    start = time.perf_counter()
+    run()
+    first = time.perf_counter() - start
+    if first >= LONG_RUN_SECONDS:
+        return first, [first]
+    samples = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        run()
+        samples.append(time.perf_counter() - start)
+    return min(samples), samples
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def sgemm_gflops(n: int, repeats: int = 5) -> float:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    best, _ = fastest(lambda: a @ b, repeats)
+    return 2.0 * n**3 / best / 1e9
+
+
+def openblas_core() -> Optional[str]:
+    """The kernel family numpy's OpenBLAS picked at load time (None if it is not OpenBLAS)."""
+    import ctypes
+    import glob
+
+    folder = Path(np.__file__).resolve().parent.parent / "numpy.libs"
+    for library in sorted(glob.glob(str(folder / "*openblas*"))):
+        try:
+            lib = ctypes.CDLL(library)
+        except OSError:
+            continue
+        for symbol in ("openblas_get_corename64_", "openblas_get_corename"):
+            function = getattr(lib, symbol, None)
+            if function is not None:
+                function.restype = ctypes.c_char_p
+                return function().decode()
+    return None
+
+
+def best_coretype() -> Optional[str]:
+    """The OpenBLAS kernel family this CPU's flags allow (None when not x86 or unknown)."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return None
+    if "avx512f" in flags:
+        return "SkylakeX"
+    if "avx2" in flags and "fma" in flags:
+        return "Haswell"
+    return None
+
+
+def sgemm_ceiling(n: int) -> Dict[str, Any]:
+    """numpy sgemm GFLOP/s as installed, and with OPENBLAS_CORETYPE forced when OpenBLAS
+    misdetects the CPU (virtual machines often report a generic model, and OpenBLAS then
+    falls back to its SSE3 "Prescott" kernels at a fraction of the speed).
+
+    Each is measured in a fresh interpreter: the kernel choice happens when numpy loads,
+    and MegEngine's and onnxruntime's thread pools must not be competing.
+    """
+    import subprocess
+
+    def measure(coretype: Optional[str]) -> Optional[float]:
+        env = dict(os.environ)
+        if coretype:
+            env["OPENBLAS_CORETYPE"] = coretype
+        proc = subprocess.run([sys.executable, __file__, "--sgemm-only", str(n)], capture_output=True, text=True, env=env)
+        try:
+            return float(proc.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            return None
+
+    core = openblas_core()
+    result: Dict[str, Any] = {"n": n, "openblas_core": core, "gflops_installed": measure(None)}
+    forced = best_coretype()
+    if core and forced and core.lower() != forced.lower():
+        result["forced_coretype"] = forced
+        result["gflops_forced"] = measure(forced)
+    measured = [v for v in (result["gflops_installed"], result.get("gflops_forced")) if v]
+    result["gflops"] = max(measured) if measured else sgemm_gflops(n)
+    return result
+
+
+def conv_gflop(model, example_shape: Sequence[int], measured_shape: Sequence[int]) -> float:
+    """2 x multiply-adds of every (transposed) convolution at `measured_shape`.
+
+    Traces at the small `example_shape`, then lets MegEngine's static shape inference
+    size the graph for `measured_shape`, so nothing is run at the large size.
+    """
+    from megengine.utils.network import Network
+
+    from mspn_cli.backends.onnx_export import trace_and_dump
+
+    traced = trace_and_dump(model, np.zeros(example_shape, np.float32), optimize=False)
+    network = Network.load(io.BytesIO(traced.data))
+    (data,) = network.data_providers_filter.as_list()
+    data.shape = tuple(measured_shape)
+    network._compile()  # re-infers every var's static shape
+    macs = 0
+    for opr in network.all_oprs:
+        kind = type(opr).__name__
+        if kind == "ConvolutionForward":
+            weight, out = opr.inputs[1].shape, opr.outputs[0].shape
+            macs += int(np.prod(out)) * int(np.prod(weight[-3:]))  # (in channels per group) x kh x kw per output
+        elif kind == "ConvolutionBackwardData":
+            weight, data_in = opr.inputs[0].shape, opr.inputs[1].shape
+            macs += int(np.prod(data_in)) * int(np.prod(weight[-3:]))  # (out channels per group) x kh x kw per input
+    return 2.0 * macs / 1e9
+
+
+def load_sample(data_dir: Path):
+    """COCO sample images (BGR) and their recorded person boxes (x1, y1, x2, y2, score)."""
+    from mspn_cli.sources import read_image
+
+    sample = data_dir / "coco_sample"
+    dets_file = sample / "person_dets_sample.json"
+    if not dets_file.is_file():
+        raise SystemExit(f"error: {dets_file} not found; give the shared data folder with --data")
+    boxes: Dict[int, List[List[float]]] = {}
+    for det in json.loads(dets_file.read_text()):
+        x, y, w, h = det["bbox"]
+        boxes.setdefault(int(det["image_id"]), []).append([x, y, x + w, y + h, float(det.get("score", 1.0))])
+    images = []
+    for image_id in sorted(boxes):
+        path = sample / f"{image_id:012d}.jpg"
+        if path.is_file():
+            images.append((path.name, read_image(path), np.asarray(boxes[image_id], np.float32)))
+    if not images:
+        raise SystemExit(f"error: no sample images found in {sample}")
+    return images
+
+
+def person_crops(images, count: int, pose_config) -> np.ndarray:
+    """`count` real person crops (normalised, 3 x 256 x 192), cycling through the sample."""
+    from mspn_cli.preprocess.pose import crop_persons, extend_box, normalize_image
+
+    crops = []
+    for _, image, boxes in images:
+        ext = extend_box(boxes[:, :4], pose_config.preprocess.box_extension, pose_config.aspect_ratio)
+        normalized = normalize_image(image, pose_config.preprocess.mean, pose_config.preprocess.std)
+        crops.extend(crop_persons(normalized, ext, pose_config.model.input_size))
+        if len(crops) >= count:
+            break
+    while len(crops) < count:
+        crops.extend(crops[: count - len(crops)])
+    return np.stack(crops[:count]).astype(np.float32)
+
+
+def with_flips(crops: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.concatenate([crops, crops[:, :, :, ::-1]], axis=0))
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def build_models(profile: Profile):
+    from mspn_cli._mge import import_megengine
+    from mspn_cli.models import build_model
+    from mspn_cli.models.mspn import MSPN
+
+    mge = import_megengine()
+    mge.random.seed(0)  # same random weights every run, so exported graphs are found in the cache
+    mspn = build_model("mspn_4stage") if profile.mspn_stages == 4 else MSPN(num_stages=profile.mspn_stages)
+    mspn.eval()
+    detector = build_model("retinanet_res50_coco_3x_800size")
+    return mspn, detector
+
+
+def run_benchmark(args, profile: Profile, console) -> Dict[str, Any]:
+    from mspn_cli._mge import import_megengine, silence_exit_chatter
+    from mspn_cli.backends import available_backends, create_backend
+    from mspn_cli.backends.graph_cache import state_digest
+    from mspn_cli.config import load_detector_config, load_pose_config
+    from mspn_cli.preprocess.detection import prepare_detector_batch
+
+    mge = import_megengine()
+    silence_exit_chatter()
+    pose_config = load_pose_config()
+    det_config = load_detector_config()
+    available = available_backends("cpu")
+    backends = [b for b in (args.backends.split(",") if args.backends else available) if b]
+    for name in backends:
+        if name not in available:
+            raise SystemExit(f"error: backend '{name}' is not available here; available: {', '.join(available)}")
+
+    result: Dict[str, Any] = {
+        "profile": profile.name,
+        "weights": RANDOM_WEIGHTS_NOTE,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "cpu": _cpu_name(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "megengine": mge.__version__,
+            "onnxruntime": _version("onnxruntime"),
+        },
+        "backends": backends,
+    }
+
+    console.print(f"[bold]mspn-cli benchmark[/bold] ({profile.name}; {RANDOM_WEIGHTS_NOTE})")
+    result["sgemm"] = sgemm_ceiling(profile.sgemm_n)
+    gflops = result["sgemm"]["gflops"]
+    console.print(f"numpy sgemm {profile.sgemm_n}^3: {_describe_sgemm(result['sgemm'])} (measured again at the end; the best counts)")
+
+    images = load_sample(Path(args.data))
+    max_persons = max(profile.persons)
+    crops = person_crops(images, max_persons, pose_config)
+    det_batch, det_infos = prepare_detector_batch([images[0][1]], *profile.det_size, det_config.preprocess.size_divisor)
+
+    mspn, detector = build_models(profile)
+    mspn_key, detector_key = state_digest(mspn), state_digest(detector)
+    crop_shape = (1, 3, *pose_config.model.input_size)
+    mspn_gflop = conv_gflop(mspn, crop_shape, crop_shape)
+    det_gflop = conv_gflop(detector, (1, 3, 256, 320), det_batch.shape)
+    result["gflop"] = {
+        "mspn_per_crop": mspn_gflop,
+        "mspn_stages": profile.mspn_stages,
+        "detector_per_image": det_gflop,
+        "detector_input": list(det_batch.shape),
+    }
+    console.print(
+        f"work: MSPN ({profile.mspn_stages} stages) {mspn_gflop:.1f} GFLOP per crop; "
+        f"RetinaNet {det_gflop:.0f} GFLOP per {det_batch.shape[2]}x{det_batch.shape[3]} image"
+    )
+
+    mspn_rows: List[Dict[str, Any]] = []
+    det_rows: List[Dict[str, Any]] = []
+    setups: Dict[str, Dict[str, float]] = {}
+    e2e_rows: List[Dict[str, Any]] = []
+    e2e_backends = [b for b in (args.e2e_backends.split(",") if args.e2e_backends else backends[:1]) if b in backends]
+    for name in backends:
+        console.print(f"[bold]{name}[/bold]: preparing (first use exports the graph; later runs load it from the cache) ...")
+        start = time.perf_counter()
+        mspn_backend = create_backend(name, mspn, cache_key=f"bench-mspn-{mspn_key[:16]}")
+        mspn_setup = time.perf_counter() - start
+        start = time.perf_counter()
+        det_backend = create_backend(name, detector, cache_key=f"bench-det-{detector_key[:16]}")
+        det_setup = time.perf_counter() - start
+        setups[name] = {"mspn_s": mspn_setup, "detector_s": det_setup, "peak_rss_mb": peak_rss_mb()}
+
+        for persons in profile.persons:
+            batch = with_flips(crops[:persons])
+            seconds, samples = fastest(lambda: mspn_backend.run(batch), profile.repeats)
+            mspn_rows.append(_row(name, persons, seconds, samples, per=persons, gflop=2 * persons * mspn_gflop, sgemm=gflops))
+            console.print(f"  MSPN {persons:>2} persons: {seconds / persons * 1e3:8.0f} ms per person")
+        seconds, samples = fastest(lambda: det_backend.run(det_batch), max(1, profile.repeats - 1))
+        det_rows.append(_row(name, 1, seconds, samples, per=1, gflop=det_gflop, sgemm=gflops))
+        console.print(f"  detector: {seconds * 1e3:8.0f} ms per image")
+
+        if name in e2e_backends:
+            e2e_rows.append(end_to_end(name, mspn_backend, det_backend, images[: profile.e2e_images], pose_config, profile))
+            console.print(f"  end to end: {e2e_rows[-1]['images_per_s']:.3f} images/s")
+        setups[name]["peak_rss_mb"] = peak_rss_mb()
+        for backend in (mspn_backend, det_backend):
+            backend.close()
+        del mspn_backend, det_backend
+        gc.collect()
+
+    baseline = _baseline(mspn_rows, mspn, crops, profile, mspn_gflop, gflops, console)
+    for row in mspn_rows:
+        row["speedup"] = baseline["ms_per_unit"] / row["ms_per_unit"] if baseline else None
+    det_reference = next((r for r in det_rows if r["backend"] == "megengine"), None)
+    for row in det_rows:
+        row["speedup"] = det_reference["ms_per_unit"] / row["ms_per_unit"] if det_reference else None
+    result.update(
+        mspn=mspn_rows, baseline=baseline, detector=det_rows, end_to_end=e2e_rows, setup=setups, peak_rss_mb=peak_rss_mb()
+    )
+    # sgemm again at the end: on a shared machine the ceiling is the best of both.
+    again = sgemm_ceiling(profile.sgemm_n)
+    result["sgemm"] = {"start": result["sgemm"], "end": again, "gflops": max(gflops, again["gflops"])}
+    for row in mspn_rows + det_rows + ([baseline] if baseline else []):
+        row["pct_sgemm"] = 100.0 * row["gflops"] / result["sgemm"]["gflops"]
+    return result
+
+
+def _describe_sgemm(sgemm: Dict[str, Any]) -> str:
+    text = f"{sgemm['gflops_installed'] or 0:.0f} GFLOP/s with OpenBLAS's '{sgemm['openblas_core']}' kernels"
+    if sgemm.get("gflops_forced"):
+        text += f", {sgemm['gflops_forced']:.0f} GFLOP/s with OPENBLAS_CORETYPE={sgemm['forced_coretype']}"
+    return text
+
+
+def _row(backend, batch, seconds, samples, per, gflop, sgemm) -> Dict[str, Any]:
+    achieved = gflop / seconds
+    return {
+        "backend": backend,
+        "batch": batch,
+        "seconds": seconds,
+        "samples": samples,
+        "ms_per_unit": seconds / per * 1e3,
+        "gflops": achieved,
+        "pct_sgemm": 100.0 * achieved / sgemm,
+        "peak_rss_mb": peak_rss_mb(),  # so far in the run: grows where a backend needs more memory
+    }
+
+
+def _baseline(mspn_rows, mspn, crops, profile, mspn_gflop, sgemm, console) -> Optional[Dict[str, Any]]:
+    """The official inference style: megengine, one call per person on [crop, flipped crop]."""
+    from mspn_cli.backends import create_backend
+
+    row = next((r for r in mspn_rows if r["backend"] == "megengine" and r["batch"] == 1), None)
+    if row is None:
+        console.print("official-style baseline: measuring megengine on one person ...")
+        backend = create_backend("megengine", mspn)
+        batch = with_flips(crops[:1])
+        seconds, samples = fastest(lambda: backend.run(batch), profile.repeats)
+        row = _row("megengine", 1, seconds, samples, per=1, gflop=2 * mspn_gflop, sgemm=sgemm)
+    baseline = dict(row)
+    baseline["speedup"] = 1.0
+    return baseline
+
+
+class ReplayDetector:
+    """Runs the real detector at full cost, then returns the sample's recorded person boxes.
+
+    With random weights the detector finds nobody, which would leave MSPN idle.
+    """
+
+    def __init__(self, detector, boxes_by_image: Dict[int, np.ndarray]):
+        self.detector = detector
+        self.boxes_by_image = boxes_by_image
+
+    def detect(self, image: np.ndarray) -> np.ndarray:
+        self.detector.detect(image)
+        return self.boxes_by_image[id(image)]
+
+
+def end_to_end(name, mspn_backend, det_backend, images, pose_config, profile) -> Dict[str, Any]:
+    from mspn_cli.pipeline import PersonDetector, PoseEstimator, PosePipeline
+
+    detector = PersonDetector(backend=det_backend, det_size=profile.det_size)
+    estimator = PoseEstimator(pose_config, backend=mspn_backend, batch_size=max(profile.persons))
+    replay = ReplayDetector(detector, {id(image): boxes for _, image, boxes in images})
+    pipeline = PosePipeline(replay, estimator)
+    items = [(key, image) for key, image, _ in images]
+    persons = sum(len(boxes) for _, _, boxes in images)
+
+    def run():
+        for _ in pipeline.run(items):
+            pass
+
+    seconds, samples = fastest(run, 1)
+    return {
+        "backend": name,
+        "images": len(items),
+        "persons": persons,
+        "seconds": seconds,
+        "images_per_s": len(items) / seconds,
+        "persons_per_s": persons / seconds,
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+
+def print_tables(result: Dict[str, Any], console) -> None:
+    from rich.table import Table
+
+    sgemm = result["sgemm"]["gflops"]
+    table = Table(
+        title=f"ms per person (MSPN with flip: 2 crops each) and per image (RetinaNet); numpy sgemm {sgemm:.0f} GFLOP/s",
+        title_justify="left",
+    )
+    for column in ("workload", "backend", "batch", "ms", "GFLOP/s", "% sgemm", "speed-up"):
+        table.add_column(column, justify="left" if column in ("workload", "backend") else "right")
+
+    def add(workload, row, batch_text):
+        speedup = row.get("speedup")
+        table.add_row(
+            workload,
+            row["backend"],
+            batch_text,
+            f"{row['ms_per_unit']:.0f}",
+            f"{row['gflops']:.1f}",
+            f"{row['pct_sgemm']:.0f}%",
+            f"{speedup:.2f}x" if speedup else "-",
+        )
+
+    if result.get("baseline"):
+        add("MSPN, official style (1 call per person)", result["baseline"], "1 person")
+    for row in result["mspn"]:
+        add("MSPN", row, f"{row['batch']} persons")
+    shape = result["gflop"]["detector_input"]
+    for row in result["detector"]:
+        add(f"RetinaNet {shape[2]}x{shape[3]}", row, "1 image")
+    console.print(table)
+    console.print("speed-up: MSPN rows vs the official-style baseline; RetinaNet rows vs the megengine backend.")
+
+    if result["end_to_end"]:
+        e2e = Table(title="end to end (PosePipeline: detector + crops + MSPN with flip + decoding)", title_justify="left")
+        for column in ("backend", "images", "persons", "images/s", "persons/s"):
+            e2e.add_column(column, justify="left" if column == "backend" else "right")
+        for row in result["end_to_end"]:
+            e2e.add_row(row["backend"], str(row["images"]), str(row["persons"]), f"{row['images_per_s']:.3f}", f"{row['persons_per_s']:.2f}")
+        console.print(e2e)
+    setup = ", ".join(f"{name} {s['mspn_s']:.1f} s + {s['detector_s']:.1f} s" for name, s in result["setup"].items())
+    console.print(f"backend setup (MSPN + detector; includes graph export on first use): {setup}")
+    console.print(f"sgemm at the start: {_describe_sgemm(result['sgemm']['start'])}; at the end: {_describe_sgemm(result['sgemm']['end'])}")
+    console.print(f"peak RSS: {result['peak_rss_mb']:.0f} MB; {RANDOM_WEIGHTS_NOTE}")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(module: str) -> Optional[str]:
+    try:
+        return __import__(module).__version__
+    except Exception:
+        return None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sgemm-only", type=int, help=argparse.SUPPRESS)  # internal: one sgemm measurement
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes and a 1-stage MSPN: a quick check that everything runs (< 60 s)")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help=f"the shared data folder (default {DEFAULT_DATA})")
+    parser.add_argument("--out", help="write the results as JSON to this file")
+    parser.add_argument("--backends", help="comma-separated backends to measure (default: every available one)")
+    parser.add_argument("--e2e-backends", help="backends for the end-to-end run (default: the fastest available)")
+    parser.add_argument("--persons", help="persons per MSPN batch, comma-separated (default 1,4,8,16; smoke 1,2)")
+    parser.add_argument("--repeats", type=int, help="timed repeats per measurement (the fastest counts)")
+    parser.add_argument(
+        "--cache-dir",
+        default=str(Path(tempfile.gettempdir()) / "mspn-bench-home"),
+        help="MSPN_HOME for the benchmark's exported graphs of random weights (kept out of your own cache)",
+    )
+    args = parser.parse_args(argv)
+    if args.sgemm_only:
+        print(sgemm_gflops(args.sgemm_only))
+        return 0
+
+    profile = SMOKE if args.smoke else FULL
+    if args.persons:
+        profile.persons = [int(p) for p in args.persons.split(",") if p.strip()]
+    if args.repeats:
+        profile.repeats = args.repeats
+    os.environ["MSPN_HOME"] = args.cache_dir
+
+    from rich.console import Console
+
+    # Wide enough for the table when the output is a file or a pipe (Rich assumes 80 columns).
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 130)
+    started = time.perf_counter()
+    result = run_benchmark(args, profile, console)
+    result["total_seconds"] = time.perf_counter() - started
+    print_tables(result, console)
+    console.print(f"total {result['total_seconds']:.0f} s")
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        console.print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
