@@ -20,7 +20,6 @@ import copy
 import hashlib
 import io
 import json
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import numpy as np
 
 from mspn_cli.detections import is_finite_number
+from mspn_cli.jsonio import read_json_file
 from mspn_cli.errors import InputError, OutputError, UsageError
 
 PathLike = Union[str, Path]
@@ -95,26 +95,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- JSON input
-
-
-def read_json_file(path: PathLike, what: str) -> Any:
-    """Parse a JSON file, or raise InputError naming the file and the problem."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{what} {path} is a folder, not a JSON file")
-    try:
-        with open(path, "rb") as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        raise InputError(f"{what} {path} not found") from None
-    except PermissionError:
-        raise InputError(f"{what} {path}: permission denied") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{what} {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{what} {path} is not valid JSON (not UTF-8 text)") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {what} {path}: {exc.strerror}") from None
 
 
 def _json_type(value: Any) -> str:

@@ -6,7 +6,6 @@ the first bad entry, instead of a crash deep inside the pipeline.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from mspn_cli.errors import InputError
+from mspn_cli.jsonio import read_json_file
 
 __all__ = ["DetectionSet", "load_detections", "parse_detections", "is_finite_number"]
 
@@ -107,21 +107,9 @@ def load_detections(path: Union[str, Path], person_only: bool = True) -> Detecti
     path = Path(path)
     try:
         size = path.stat().st_size
-    except FileNotFoundError:
-        raise InputError(f"detections file not found: {path}") from None
-    except OSError as exc:
-        raise InputError(f"cannot read detections file {path}: {exc.strerror}") from None
+    except OSError:
+        size = 0  # read_json_file reports missing or unreadable files
     if size > MAX_DETECTIONS_BYTES:
         raise InputError(f"detections file {path} is {size / 2**30:.1f} GiB; split it (limit 2 GiB)")
-    try:
-        with open(path, "rb") as handle:
-            data = json.load(handle)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"detections file {path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    except UnicodeDecodeError:
-        raise InputError(f"detections file {path} is not valid JSON (not UTF-8 text)") from None
-    except PermissionError:
-        raise InputError(f"cannot read detections file {path}: permission denied") from None
-    except OSError as exc:
-        raise InputError(f"cannot read detections file {path}: {exc.strerror}") from None
+    data = read_json_file(path, "detections file")
     return parse_detections(data, str(path), person_only)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
-from typing import Any, Deque, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Deque, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -73,7 +73,28 @@ class _PreparedImage:
     filled: int = 0
 
 
-class PoseEstimator:
+class _NetworkRunner:
+    """Loads a configured network's weights and puts it behind a backend."""
+
+    config: Any
+
+    def _attach_backend(self, backend: Union[str, Any], weights: Optional[str], device: str, progress: bool, graph_tag: str) -> None:
+        self.weights_path = None
+        self.weights_sha256 = ""
+        if _is_backend_instance(backend):
+            self.backend = backend
+        else:
+            from mspn_cli.backends import create_backend
+
+            name = self.config.model.name
+            model, self.weights_path, self.weights_sha256 = load_network(name, self.config.weights, weights, progress, device)
+            # Exported graphs are cached per network, input layout and weights.
+            cache_key = f"{name}-{graph_tag}-{self.weights_sha256[:16]}"
+            self.backend = create_backend(backend, model, device=device, cache_key=cache_key)
+        self.backend_name = getattr(self.backend, "name", type(self.backend).__name__)
+
+
+class PoseEstimator(_NetworkRunner):
     """MSPN keypoints for given person boxes; the Python API behind `mspn keypoints`.
 
     `backend` is a backend name ("auto", "megengine", "onnxruntime", "mge-lite") or any
@@ -96,22 +117,8 @@ class PoseEstimator:
         self.batch_size = int(batch_size or self.config.test.batch_size)
         if self.batch_size < 1:
             raise UsageError("--batch-size must be at least 1")
-        self.weights_path = None
-        self.weights_sha256 = ""
-        if _is_backend_instance(backend):
-            self.backend = backend
-        else:
-            from mspn_cli.backends import create_backend
-
-            model, self.weights_path, self.weights_sha256 = load_network(
-                self.config.model.name, self.config.weights, weights, progress, device
-            )
-            self.backend = create_backend(backend, model, device=device, cache_key=self._cache_key())
-        self.backend_name = getattr(self.backend, "name", type(self.backend).__name__)
-
-    def _cache_key(self) -> str:
-        model = self.config.model
-        return f"{model.name}-{model.input_size[0]}x{model.input_size[1]}-{self.weights_sha256[:16]}"
+        height, width = self.config.model.input_size
+        self._attach_backend(backend, weights, device, progress, graph_tag=f"{height}x{width}")
 
     # -- preprocess ---------------------------------------------------------
     def prepare(self, key: Any, image_bgr: np.ndarray, boxes_xyxy, box_scores=None) -> _PreparedImage:
@@ -228,7 +235,7 @@ class PoseEstimator:
         yield from ready()
 
 
-class PersonDetector:
+class PersonDetector(_NetworkRunner):
     """RetinaNet person boxes; the Python API behind `mspn detect`."""
 
     def __init__(
@@ -255,20 +262,7 @@ class PersonDetector:
                 preprocess=dataclasses.replace(self.config.preprocess, short_side=int(short), max_side=int(longest)),
             )
         self.box_thr = float(box_thr)
-        self.weights_path = None
-        self.weights_sha256 = ""
-        if _is_backend_instance(backend):
-            self.backend = backend
-        else:
-            from mspn_cli.backends import create_backend
-
-            model, self.weights_path, self.weights_sha256 = load_network(
-                self.config.model.name, self.config.weights, weights, progress, device
-            )
-            self.backend = create_backend(
-                backend, model, device=device, cache_key=f"{self.config.model.name}-{self.weights_sha256[:16]}"
-            )
-        self.backend_name = getattr(self.backend, "name", type(self.backend).__name__)
+        self._attach_backend(backend, weights, device, progress, graph_tag="dynamic")
 
     def detect(self, image_bgr: np.ndarray) -> np.ndarray:
         """Person boxes of one BGR image: D x 5 [x1, y1, x2, y2, score], score > box_thr."""

@@ -10,7 +10,7 @@ import typer
 
 from mspn_cli.cli import options as opt
 from mspn_cli.cli.app import app
-from mspn_cli.cli.common import BatchReport, console_err, guarded, make_progress, parse_det_size, warn
+from mspn_cli.cli.common import BatchReport, console_err, guarded, make_progress, parse_det_size
 from mspn_cli.errors import EXIT_INTERRUPTED, InputError, MspnError, UsageError
 from mspn_cli.sources import IMAGE_EXTENSIONS, InputItem, expand_inputs, image_id_for, is_video, prefetch, read_image
 from mspn_cli.writers import JsonlWriter, check_output_path, write_image_atomic, write_json_atomic

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
@@ -15,6 +14,7 @@ import typer
 
 from mspn_cli.cli.app import app
 from mspn_cli.cli.common import console_err, guarded, warn
+from mspn_cli.jsonio import read_json_file
 from mspn_cli.errors import InputError, OutputError
 from mspn_cli.visualize import draw_records, records_to_arrays, to_bgr8
 
@@ -113,19 +113,7 @@ def read_image_bgr(path: Path) -> np.ndarray:
 
 def load_results(path: Path) -> List[Any]:
     """Read a results JSON file and check every record; InputError names the problem."""
-    if not path.exists():
-        raise InputError(f"results file not found: {path}")
-    if path.is_dir():
-        raise InputError(f"{path} is a folder, expected a results JSON file")
-    try:
-        with open(path, "rb") as handle:
-            records = json.load(handle)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path} is not valid JSON (not UTF-8 text)") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    records = read_json_file(path, "results file")
 
     if not isinstance(records, list):
         hint = ""
