@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import collections
+import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Deque, Iterable, Iterator, List, Optional, Tuple, Union
 
@@ -17,6 +19,8 @@ from mspn_cli.errors import UsageError
 from mspn_cli.postprocess.pose import average_flip, decode_heatmaps, instance_scores
 from mspn_cli.preprocess.pose import crop_persons, extend_box, normalize_image
 from mspn_cli.sources import prefetch
+
+log = logging.getLogger(__name__)
 
 __all__ = ["PoseResult", "PoseEstimator", "PersonDetector", "PosePipeline", "load_network"]
 
@@ -55,11 +59,14 @@ def load_network(model_name: str, weights_config, weights: Optional[str], progre
     from mspn_cli.models import build_model
     from mspn_cli.weights import load_checkpoint, load_weights_into, resolve_weights, sha256_file
 
+    started = time.perf_counter()
     path = resolve_weights(weights, weights_config, progress=progress)
     use_device(device)
     model = build_model(model_name)
     load_weights_into(model, load_checkpoint(path), str(path))
-    return model, path, sha256_file(path)
+    sha256 = sha256_file(path)
+    log.info("%s: weights %s (sha256 %s) loaded in %.1f s", model_name, path, sha256[:12], time.perf_counter() - started)
+    return model, path, sha256
 
 
 @dataclass
@@ -90,8 +97,11 @@ class _NetworkRunner:
             model, self.weights_path, self.weights_sha256 = load_network(name, self.config.weights, weights, progress, device)
             # Exported graphs are cached per network, input layout and weights.
             cache_key = f"{name}-{graph_tag}-{self.weights_sha256[:16]}"
+            started = time.perf_counter()
             self.backend = create_backend(backend, model, device=device, cache_key=cache_key)
+            log.info("%s: backend ready in %.1f s", self.config.model.name, time.perf_counter() - started)
         self.backend_name = getattr(self.backend, "name", type(self.backend).__name__)
+        log.info("%s: running on backend '%s', device %s", self.config.model.name, self.backend_name, device)
 
 
 class PoseEstimator(_NetworkRunner):
@@ -199,7 +209,9 @@ class PoseEstimator(_NetworkRunner):
                 queued = []
                 return
             chunk = np.concatenate([prep.crops[start : start + take] for prep, start, take in queued], axis=0)
+            started = time.perf_counter()
             heatmaps = self._forward(chunk)
+            log.debug("MSPN forward: %d persons in %.2f s", len(chunk), time.perf_counter() - started)
             offset = 0
             for prep, start, take in queued:
                 if prep.heatmaps is None:

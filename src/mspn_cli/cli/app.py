@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import logging
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -56,8 +58,37 @@ def _root(
     version: Optional[bool] = typer.Option(
         None, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
     ),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log lines on stderr (-v info, -vv debug)."),
+    log_file: Optional[Path] = typer.Option(None, "--log-file", help="Also append debug-level logs to this file."),
 ) -> None:
     """Multi-person pose estimation (RetinaNet + MSPN on MegEngine)."""
+    _configure_logging(verbose, log_file)
+
+
+def _configure_logging(verbose: int, log_file: Optional[Path]) -> None:
+    from rich.logging import RichHandler
+
+    from mspn_cli.cli.common import console_err
+    from mspn_cli.errors import OutputError
+
+    logger = logging.getLogger("mspn_cli")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    console_level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = RichHandler(console=console_err, show_path=False, show_time=verbose > 1, markup=False)
+    handler.setLevel(console_level)
+    logger.addHandler(handler)
+    if log_file is not None:
+        try:
+            file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        except OSError as exc:
+            from mspn_cli.cli.common import fail
+
+            fail(str(OutputError(f"cannot open log file {log_file}: {exc.strerror}")))
+            raise typer.Exit(OutputError.exit_code) from None
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        file_handler.setLevel(logging.DEBUG)
+        logger.addHandler(file_handler)
 
 
 def main() -> None:
