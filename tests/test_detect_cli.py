@@ -144,3 +144,23 @@ def test_official_weights_offline_say_where_to_put_them(tmp_path):
     proc = run_mspn("detect", IMAGES / "cameraman_grayscale.png", env={"MSPN_HOME": str(tmp_path / "home")})
     assert_clean_error(proc, code=4)
     assert "retinanet_res50_coco_3x_800size_39dot3_8eaec532.pkl" in proc.stderr
+
+
+def test_keypoints_on_every_shared_image_with_the_detector(tmp_path, detector_weights, mspn_weights):
+    """The full pipeline over the whole folder: crowd, small people, grayscale, RGBA, portrait, large."""
+    import resource
+
+    out_dir = tmp_path / "vis"
+    proc = run_mspn("keypoints", IMAGES, "--json", tmp_path / "all.json", "-o", out_dir, "--detector-weights",
+                    detector_weights, "--weights", mspn_weights, "--max-persons", "1", "--box-thr", "0.05",
+                    "--no-flip", *FAST)
+    assert proc.returncode == 0, proc.stderr
+    assert f"done: {len(ALL_IMAGES)} image(s)" in proc.stderr
+    records = load_json(tmp_path / "all.json")
+    assert {r["file_name"] for r in records} <= {p.name for p in ALL_IMAGES}
+    assert all(len(r["keypoints"]) == 51 for r in records)
+    assert len(list(out_dir.iterdir())) == len(ALL_IMAGES)
+    # The 1853x2638 image is resized for the detector and cropped per person, never
+    # blown up: the child process stays well under a few GB.
+    peak_rss_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    assert peak_rss_gb < 4.0, peak_rss_gb
