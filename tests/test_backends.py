@@ -172,3 +172,16 @@ def test_exported_backends_are_cpu_only():
     for name in ("onnxruntime", "mge-lite"):
         with pytest.raises(UsageError, match="not available"):
             create_backend(name, model, device="gpu")
+
+
+@pytest.mark.parametrize("backend_name", EXPORTED_BACKENDS)
+def test_damaged_cached_graph_is_exported_again(backend_name, tmp_path):
+    model = TinyNet()
+    model.eval()
+    spec = {"input_shape": (1, 3, 8, 8), "dynamic_axes": {0: "N"}}
+    graph = create_backend(backend_name, model, cache_dir=tmp_path, **spec).graph_path
+    graph.write_bytes(b"not a graph")
+    again = create_backend(backend_name, model, cache_dir=tmp_path, **spec)
+    assert again.exported
+    batch = np.random.default_rng(5).normal(size=(2, 3, 8, 8)).astype(np.float32)
+    _assert_close(again.run(batch), create_backend("megengine", model).run(batch))

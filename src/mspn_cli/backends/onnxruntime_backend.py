@@ -97,6 +97,8 @@ class OnnxRuntimeBackend(Backend):
             session = ort.InferenceSession(str(graph.path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:
             discard(graph.path)
+            if not graph.created:  # a damaged cache entry: export it again, once
+                return self._prepare(spec)
             raise ExportError(f"onnxruntime cannot load the exported graph {graph.path}: {exc}") from exc
         if graph.created and self.verify and graph.traced is not None:
             try:
