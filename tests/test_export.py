@@ -250,3 +250,28 @@ def test_cli_export_rejects_bad_arguments(args, message, tmp_path):
     assert_clean_error(proc, 2)
     assert message in proc.stderr
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_cli_export_mge_detector_runs_in_lite_at_another_size(tmp_path, detector_weights):
+    from mspn_cli.backends import create_backend
+    from mspn_cli.backends.lite_backend import load_lite_network
+    from mspn_cli.models import build_model
+    from mspn_cli.weights import load_checkpoint, load_weights_into
+
+    target = tmp_path / "detector.mge"
+    proc = run_mspn(
+        "export", "retinanet_res50_coco_3x_800size", "--format", "mge", "--weights", detector_weights,
+        "--input-size", "128,160", "-o", target,
+    )
+    assert proc.returncode == 0, proc.stderr
+    runner = load_lite_network(target)
+    assert runner.output_names == [f"logits_p{i}" for i in range(3, 8)] + [f"offsets_p{i}" for i in range(3, 8)]
+
+    network = build_model("retinanet_res50_coco_3x_800size")
+    load_weights_into(network, load_checkpoint(detector_weights), str(detector_weights))
+    batch = np.random.default_rng(6).uniform(0, 255, size=(1, 3, 96, 192)).astype(np.float32)
+    expected = create_backend("megengine", network).run(batch)
+    actual = runner.run(batch)
+    assert len(actual) == len(expected) == 10
+    for got, want in zip(actual, expected):
+        assert relative_error(got, want) <= TOLERANCE
