@@ -27,6 +27,12 @@ def graphs_dir() -> Path:
     return mspn_home() / "graphs"
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     """Write `data` to `path` through a temporary file in the same folder and a rename."""
     path = Path(path)
@@ -37,6 +43,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
             tmp.write(data)
             tmp.flush()
             os.fsync(tmp.fileno())
+        # mkstemp creates the file 0600; give it the permissions a plain open() would.
+        os.chmod(tmp_name, 0o666 & ~_current_umask())
         os.replace(tmp_name, path)
     except BaseException:
         try:
