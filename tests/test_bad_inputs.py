@@ -419,7 +419,7 @@ def test_sigint_mid_run_flushes_finished_results(assets: Assets, tmp_path: Path)
 def _json_values():
     from hypothesis import strategies as st
 
-    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8)
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False) | st.text(max_size=8)
     return st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
                         max_leaves=20)
 
@@ -430,7 +430,7 @@ def _detection_like_entries():
 
     value = _json_values()
     # JSON integers have no size limit: 1 followed by 400 zeros is valid and does not fit a float.
-    number = st.integers(-10**20, 10**20) | st.integers(10**308, 10**400) | st.floats(allow_nan=True, allow_infinity=True)
+    number = st.integers(-10**20, 10**20) | st.integers(10**308, 10**400) | st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False)
     bbox = st.lists(number, min_size=0, max_size=6) | value
     entry = st.fixed_dictionaries(
         {},

@@ -29,15 +29,16 @@ class Backend:
 # name -> (is_available(device) -> bool, factory(model, device, **options) -> Backend)
 _FACTORIES: Dict[str, Callable[..., Backend]] = {}
 _AVAILABLE: Dict[str, Callable[[str], bool]] = {}
-# Fastest first: `auto` picks the first one available on the device.
+# Lower rank = faster: `auto` picks the first one available on the device.
+_RANKS: Dict[str, int] = {}
 _PREFERENCE: List[str] = []
 
 
 def register_backend(name: str, factory: Callable[..., Backend], available: Callable[[str], bool], rank: int) -> None:
     _FACTORIES[name] = factory
     _AVAILABLE[name] = available
-    if name not in _PREFERENCE:
-        _PREFERENCE.insert(min(rank, len(_PREFERENCE)), name)
+    _RANKS[name] = rank
+    _PREFERENCE[:] = sorted(_RANKS, key=lambda key: (_RANKS[key], key))
 
 
 def _load_builtin_backends() -> None:

@@ -199,6 +199,6 @@ class LiteBackend(Backend):
 
 # `register_backend` inserts at a list position: 0 puts mge-lite ahead of megengine
 # (imported above); onnxruntime, which imports this module first, then goes before it.
-register_backend("mge-lite", LiteBackend, lite_available, rank=0)
+register_backend("mge-lite", LiteBackend, lite_available, rank=10)
 
 __all__ = ["LiteBackend", "LiteNetworkRunner", "lite_available", "load_lite_network", "verify_mge"]
