@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import io
 import os
-from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import numpy as np
 
 from mspn_cli._mge import import_megengine, silenced_stderr
-from mspn_cli.backends import megengine_backend  # noqa: F401 - registers "megengine" before this backend
-from mspn_cli.backends.base import Backend, optional_import, register_backend
-from mspn_cli.backends.graph_cache import GraphCache, discard, exported_graph, state_digest
-from mspn_cli.backends.onnx_export import ExportError, InputSpec, default_input_spec, input_spec_for_batch, relative_error
+from mspn_cli.backends.base import optional_import, register_backend
+from mspn_cli.backends.exported import ExportedGraphBackend
+from mspn_cli.backends.graph_cache import discard, exported_graph
+from mspn_cli.backends.onnx_export import ExportError, InputSpec, relative_error
 from mspn_cli.errors import UsageError
 
 VERIFY_TOLERANCE = 1e-3
@@ -101,53 +100,19 @@ def verify_mge(runner: LiteNetworkRunner, traced, tolerance: float = VERIFY_TOLE
     return worst
 
 
-class LiteBackend(Backend):
-    """Runs `model` as a MegEngine Lite network on the CPU.
-
-    Same options as the onnxruntime backend: `cache_key` / `weights_key`, `cache_dir`,
-    `input_shape`, `dynamic_axes`, `threads`, `verify`.
-    """
+class LiteBackend(ExportedGraphBackend):
+    """Runs `model` as a MegEngine Lite network on the CPU (options: see ExportedGraphBackend)."""
 
     name = "mge-lite"
 
-    def __init__(
-        self,
-        model,
-        device: str = "cpu",
-        cache_dir: Optional[os.PathLike] = None,
-        weights_key: Optional[str] = None,
-        cache_key: Optional[str] = None,
-        model_name: Optional[str] = None,
-        input_shape: Optional[Sequence[int]] = None,
-        dynamic_axes=None,
-        threads: Optional[int] = None,
-        verify: bool = True,
-        **_ignored,
-    ):
+    def _check_available(self, device: str) -> None:
         if not lite_available(device):
             raise UsageError(f"the mge-lite backend needs megenginelite and a CPU device (got '{device}')")
-        self.model = model
-        self.cache = GraphCache(Path(cache_dir) if cache_dir else None)
-        self.weights_key = cache_key or weights_key
-        self.model_name = model_name
-        self.threads = int(threads or os.cpu_count() or 1)
-        self.verify = verify
-        self.network = None
-        self.graph_path: Optional[Path] = None
-        self.exported = False
-        self.spec: Optional[InputSpec] = None
-        if input_shape is not None:
-            self._prepare(InputSpec.make(input_shape, dynamic_axes if dynamic_axes is not None else {0: "N"}))
-        elif default_input_spec(model) is not None:
-            self._prepare(default_input_spec(model))
 
     def _prepare(self, spec: InputSpec) -> None:
-        if not self.weights_key:
-            self.weights_key = state_digest(self.model)
-
         def graph_for(options, cached_only):
             return exported_graph(
-                self.model, "mge", spec, model_name=self.model_name, weights_key=self.weights_key,
+                self.model, "mge", spec, model_name=self.model_name, weights_key=self._weights_key(),
                 cache=self.cache, mge_options=options, cached_only=cached_only,
             )
 
@@ -176,29 +141,16 @@ class LiteBackend(Backend):
         raise ExportError("MegEngine Lite cannot run this network (" + "; ".join(problems) + "); use the megengine backend")
 
     def _use(self, network: "LiteNetworkRunner", spec: InputSpec, graph) -> None:
-        self.network = network
+        self.runner = network
         self.spec = spec
         self.graph_path = graph.path
         self.exported = graph.created
         self.output_names = network.output_names
 
-    def run(self, batch: np.ndarray) -> List[np.ndarray]:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if self.network is None:
-            self._prepare(input_spec_for_batch(batch.shape))
-        if not self.spec.accepts(batch.shape):
-            raise UsageError(
-                f"the mge-lite backend was prepared for inputs shaped like {self.spec.shape} "
-                f"(variable axes {sorted(self.spec.axes_dict())}); got {tuple(batch.shape)}"
-            )
-        return self.network.run(batch)
-
-    def close(self) -> None:
-        self.network = None
+    def _execute(self, batch: np.ndarray) -> List[np.ndarray]:
+        return self.runner.run(batch)
 
 
-# `register_backend` inserts at a list position: 0 puts mge-lite ahead of megengine
-# (imported above); onnxruntime, which imports this module first, then goes before it.
 register_backend("mge-lite", LiteBackend, lite_available, rank=10)
 
 __all__ = ["LiteBackend", "LiteNetworkRunner", "lite_available", "load_lite_network", "verify_mge"]

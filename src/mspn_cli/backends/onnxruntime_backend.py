@@ -9,23 +9,14 @@ for the export (about 10-30 s for MSPN).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List
 
 import numpy as np
 
-from mspn_cli.backends import megengine_backend  # noqa: F401 - registers "megengine" before this backend
-from mspn_cli.backends import lite_backend  # noqa: F401 - registers "mge-lite" before this backend
-from mspn_cli.backends.base import Backend, optional_import, register_backend
-from mspn_cli.backends.graph_cache import GraphCache, discard, exported_graph, state_digest
-from mspn_cli.backends.onnx_export import (
-    ExportError,
-    InputSpec,
-    default_input_spec,
-    input_spec_for_batch,
-    verify_onnx,
-)
+from mspn_cli.backends.base import optional_import, register_backend
+from mspn_cli.backends.exported import ExportedGraphBackend
+from mspn_cli.backends.graph_cache import discard, exported_graph
+from mspn_cli.backends.onnx_export import ExportError, InputSpec, verify_onnx
 from mspn_cli.errors import UsageError
 
 # Verification compares onnxruntime with MegEngine on the export's example input; the
@@ -39,55 +30,19 @@ def onnxruntime_available(device: str = "cpu") -> bool:
     return optional_import("onnxruntime") is not None and optional_import("onnx") is not None
 
 
-class OnnxRuntimeBackend(Backend):
-    """Runs `model` as an ONNX graph in an onnxruntime CPU session.
-
-    Options: `cache_key` (or `weights_key`) names the weights (e.g. the weight file's
-    sha256) so the cached graph is found without hashing the model; `cache_dir`
-    overrides `<MSPN_HOME>/graphs`; `input_shape` / `dynamic_axes` override the
-    network's known input spec; `threads` defaults to all cores.
-    """
+class OnnxRuntimeBackend(ExportedGraphBackend):
+    """Runs `model` as an ONNX graph in an onnxruntime CPU session (options: see ExportedGraphBackend)."""
 
     name = "onnxruntime"
 
-    def __init__(
-        self,
-        model,
-        device: str = "cpu",
-        cache_dir: Optional[os.PathLike] = None,
-        weights_key: Optional[str] = None,
-        cache_key: Optional[str] = None,
-        model_name: Optional[str] = None,
-        input_shape: Optional[Sequence[int]] = None,
-        dynamic_axes=None,
-        threads: Optional[int] = None,
-        verify: bool = True,
-        **_ignored,
-    ):
+    def _check_available(self, device: str) -> None:
         if not onnxruntime_available(device):
             raise UsageError(f"the onnxruntime backend needs the onnxruntime and onnx packages and a CPU device (got '{device}')")
-        self.model = model
-        self.cache = GraphCache(Path(cache_dir) if cache_dir else None)
-        self.weights_key = cache_key or weights_key
-        self.model_name = model_name
-        self.threads = int(threads or os.cpu_count() or 1)
-        self.verify = verify
-        self.session = None
-        self.graph_path: Optional[Path] = None
-        self.exported = False  # True when this backend had to export (no cached graph)
-        self.spec: Optional[InputSpec] = None
-        if input_shape is not None:
-            self._prepare(InputSpec.make(input_shape, dynamic_axes if dynamic_axes is not None else {0: "N"}))
-        elif default_input_spec(model) is not None:
-            self._prepare(default_input_spec(model))
-        # Otherwise the graph is exported for the first batch's shape, in run().
 
     def _prepare(self, spec: InputSpec) -> None:
         import onnxruntime as ort
 
-        if not self.weights_key:
-            self.weights_key = state_digest(self.model)
-        graph = exported_graph(self.model, "onnx", spec, model_name=self.model_name, weights_key=self.weights_key, cache=self.cache)
+        graph = exported_graph(self.model, "onnx", spec, model_name=self.model_name, weights_key=self._weights_key(), cache=self.cache)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
@@ -106,30 +61,17 @@ class OnnxRuntimeBackend(Backend):
             except ExportError:
                 discard(graph.path)
                 raise
-        self.session = session
+        self.runner = session
         self.spec = spec
         self.graph_path = graph.path
         self.exported = graph.created
         self.input_name = session.get_inputs()[0].name
         self.output_names = [output.name for output in session.get_outputs()]
 
-    def run(self, batch: np.ndarray) -> List[np.ndarray]:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if self.session is None:
-            self._prepare(input_spec_for_batch(batch.shape))
-        if not self.spec.accepts(batch.shape):
-            raise UsageError(
-                f"the onnxruntime backend was prepared for inputs shaped like {self.spec.shape} "
-                f"(variable axes {sorted(self.spec.axes_dict())}); got {tuple(batch.shape)}"
-            )
-        return list(self.session.run(self.output_names, {self.input_name: batch}))
-
-    def close(self) -> None:
-        self.session = None
+    def _execute(self, batch: np.ndarray) -> List[np.ndarray]:
+        return list(self.runner.run(self.output_names, {self.input_name: batch}))
 
 
-# `register_backend` inserts at a list position: 0 puts onnxruntime first, ahead of
-# mge-lite and megengine, which the imports above have registered already.
 register_backend("onnxruntime", OnnxRuntimeBackend, onnxruntime_available, rank=0)
 
 __all__ = ["OnnxRuntimeBackend", "onnxruntime_available"]
