@@ -89,6 +89,16 @@ class BatchReport:
     def fail(self, path: str, reason: str) -> None:
         self.failures.append((str(path), reason))
 
+    def input_failed(self, path, reason, fail_fast: bool) -> None:
+        """Record a bad input (`reason`: text or the exception), or stop the run with --fail-fast."""
+        if isinstance(reason, BaseException) and not isinstance(reason, MspnError):
+            reason = f"cannot read image: {reason}"
+        reason = str(reason)
+        reason = reason if reason.startswith(str(path)) else f"{path}: {reason}"
+        if fail_fast:
+            raise InputError(reason)
+        self.fail(str(path), reason)
+
     def exit_code(self) -> int:
         if not self.failures:
             return EXIT_OK

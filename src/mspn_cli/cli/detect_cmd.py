@@ -10,7 +10,7 @@ import typer
 from mspn_cli.cli import options as opt
 from mspn_cli.cli.app import app
 from mspn_cli.cli.common import BatchReport, console_err, guarded, make_progress, parse_det_size
-from mspn_cli.errors import EXIT_INTERRUPTED, InputError, MspnError, UsageError
+from mspn_cli.errors import EXIT_INTERRUPTED, MspnError, UsageError
 from mspn_cli.sources import expand_inputs, image_id_for, is_video, prefetch, read_image
 from mspn_cli.writers import JsonlWriter, check_output_path, write_image_atomic, write_json_atomic
 
@@ -69,13 +69,13 @@ def detect_command(
         with progress:
             for item in items:
                 if item.error is not None:
-                    _failed(report, item.path, item.error, fail_fast)
+                    report.input_failed(item.path, item.error, fail_fast)
                     progress.advance(task)
             good = [(index, item) for index, item in enumerate(items) if item.error is None]
             for (index, item), image, error in prefetch(good, lambda pair: read_image(pair[1].path)):
                 progress.advance(task)
                 if error is not None:
-                    _failed(report, item.path, str(error) if isinstance(error, MspnError) else f"cannot read image: {error}", fail_fast)
+                    report.input_failed(item.path, error, fail_fast)
                     continue
                 dets = detector.detect(image)
                 image_id = image_id_for(item.path, index + 1)
@@ -103,10 +103,3 @@ def detect_command(
         raise typer.Exit(EXIT_INTERRUPTED)
     report.print_summary(quiet, noun="persons")
     raise typer.Exit(report.exit_code())
-
-
-def _failed(report: BatchReport, path, reason: str, fail_fast: bool) -> None:
-    reason = reason if reason.startswith(str(path)) else f"{path}: {reason}"
-    if fail_fast:
-        raise InputError(reason)
-    report.fail(str(path), reason)

@@ -11,7 +11,7 @@ import typer
 from mspn_cli.cli import options as opt
 from mspn_cli.cli.app import app
 from mspn_cli.cli.common import BatchReport, console_err, guarded, make_progress, parse_det_size
-from mspn_cli.errors import EXIT_INTERRUPTED, InputError, MspnError, UsageError
+from mspn_cli.errors import EXIT_INTERRUPTED, MspnError, UsageError
 from mspn_cli.sources import IMAGE_EXTENSIONS, InputItem, expand_inputs, image_id_for, is_video, prefetch, read_image
 from mspn_cli.writers import JsonlWriter, check_output_path, write_image_atomic, write_json_atomic
 
@@ -103,8 +103,7 @@ def keypoints_command(
                 _record_failure(report, item.path, item.error, fail_fast, progress, task)
         for (index, item), image, error in prefetch(good, lambda pair: read_image(pair[1].path), depth=4):
             if error is not None:
-                message = str(error) if isinstance(error, MspnError) else f"cannot read image: {error}"
-                _record_failure(report, item.path, message, fail_fast, progress, task)
+                _record_failure(report, item.path, error, fail_fast, progress, task)
                 continue
             image_id = image_id_for(item.path, index + 1)
             if dets is not None:
@@ -158,11 +157,8 @@ def keypoints_command(
     raise typer.Exit(report.exit_code())
 
 
-def _record_failure(report: BatchReport, path: Path, reason: str, fail_fast: bool, progress, task) -> None:
-    reason = reason if reason.startswith(str(path)) else f"{path}: {reason}"
-    if fail_fast:
-        raise InputError(reason)
-    report.fail(str(path), reason)
+def _record_failure(report: BatchReport, path: Path, reason, fail_fast: bool, progress, task) -> None:
+    report.input_failed(path, reason, fail_fast)
     progress.advance(task)
 
 
