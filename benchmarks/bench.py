@@ -12,7 +12,9 @@ What is measured, in one process, one backend after the other:
   * the official-style baseline: one traced MegEngine call per person on its crop and
     flipped crop (a batch of 2), as the official inference script runs MSPN;
   * the detector: milliseconds per image at the configured size (800 px short side);
-  * end to end: images/s of `PosePipeline` (detector + crops + MSPN + decoding).
+  * end to end: images/s of `PosePipeline` (detector + crops + MSPN + decoding);
+  * memory over a long run: `mspn detect` and `mspn keypoints` over 200 images in
+    child processes, RSS sampled throughout (benchmarks/long_run.py).
 
 Effective GFLOP/s count 2 x the multiply-adds of every convolution, taken from the
 traced graph at the measured input size (MSPN ~42 GFLOP per crop, RetinaNet ~450 GFLOP
@@ -507,6 +509,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--e2e-backends", help="backends for the end-to-end run (default: the fastest available)")
     parser.add_argument("--persons", help="persons per MSPN batch, comma-separated (default 1,4,8,16; smoke 1,2)")
     parser.add_argument("--repeats", type=int, help="timed repeats per measurement (the fastest counts)")
+    parser.add_argument("--long-run", type=int, help="images for the memory run of the real commands (default 200; smoke 4; 0 skips it)")
     parser.add_argument(
         "--cache-dir",
         default=str(Path(tempfile.gettempdir()) / "mspn-bench-home"),
@@ -530,8 +533,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 130)
     started = time.perf_counter()
     result = run_benchmark(args, profile, console)
+    long_run_images = args.long_run if args.long_run is not None else (4 if args.smoke else 200)
+    if long_run_images >= 2:
+        from long_run import long_run, print_table
+
+        console.print(f"[bold]memory[/bold]: mspn detect and mspn keypoints over {long_run_images} images each ...")
+        with tempfile.TemporaryDirectory(prefix="mspn-long-run-") as work:
+            det_size = ",".join(str(v) for v in profile.det_size) if args.smoke else None
+            result["long_run"] = long_run(Path(args.data), long_run_images, Path(work), Path(args.cache_dir), det_size, args.smoke)
     result["total_seconds"] = time.perf_counter() - started
     print_tables(result, console)
+    if result.get("long_run"):
+        print_table(result["long_run"], console)
     console.print(f"total {result['total_seconds']:.0f} s")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -77,7 +77,13 @@ class ManyOps(M.Module):
         widened = F.broadcast_to(x[:, :1], x.shape) + 1.0
         elementwise = F.maximum(x, 0.3) - F.minimum(x, -0.2) + x ** 2 + F.sqrt(F.abs(x)) * F.tanh(x)
         head = self.plain_bn(self.plain(up))
-        return [head, summed, gated, fixed, like, nearest, mean, widened, elementwise]
+        spacing = ((0, 0), (0, 0), (1, 2), (3, 0))
+        padded = [
+            F.nn.pad(y, spacing, mode="constant", constant_value=0.5),
+            F.nn.pad(y, spacing, mode="reflect"),
+            F.nn.pad(F.relu(y), ((0, 0), (1, 0), (0, 1), (2, 2)), mode="edge"),
+        ]
+        return [head, summed, gated, fixed, like, nearest, mean, widened, elementwise] + padded
 
 
 def _traced_reference(module):
@@ -180,6 +186,22 @@ def test_unknown_operator_raises_a_clear_error(module, expected, tmp_path):
         export_onnx(module, np.ones((1, 3, 4, 4), np.float32), target, dynamic_axes={"images": [0]})
     assert "not supported" in str(info.value)
     assert not target.exists()
+
+
+def test_padding_needs_the_traced_parameters():
+    # A .mge dump hides Padding's offsets from MegEngine's graph API: converting the
+    # bare dump must refuse rather than guess.
+    class Padded(M.Module):
+        def forward(self, x):
+            return F.nn.pad(x, ((0, 0), (0, 0), (1, 1), (2, 0)))
+
+    example = np.ones((1, 3, 4, 4), np.float32)
+    traced = trace_and_dump(Padded(), example)
+    (recorded,) = traced.hidden_params["PaddingForward"]
+    assert (recorded["front_offset_dim2"], recorded["back_offset_dim2"], recorded["front_offset_dim3"]) == (1, 1, 2)
+    with pytest.raises(UnsupportedOperatorError, match="not readable from a dumped graph"):
+        convert_mge_graph(traced.data, input_name="images", output_names=traced.output_names,
+                          input_shape=example.shape, dynamic_axes={})
 
 
 def test_mge_export_runs_in_megengine_lite_at_other_batch_sizes(tmp_path):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence
+import logging
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
 from mspn_cli.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 
 class Backend:
@@ -63,18 +66,34 @@ def available_backends(device: str = "cpu") -> List[str]:
 
 
 def create_backend(name: str, model, device: str = "cpu", **options) -> Backend:
-    """Create backend `name` ("auto" = fastest available) for a MegEngine `model` with loaded weights."""
+    """Create backend `name` ("auto" = fastest available) for a MegEngine `model` with loaded weights.
+
+    With "auto", a backend that fails to start (its graph does not export, its runtime
+    rejects the graph) is skipped with a warning for the next one; the megengine
+    reference comes last and runs any network. A backend named explicitly fails loudly.
+    """
     _load_builtin_backends()
-    if name == "auto":
-        names: Sequence[str] = available_backends(device)
-        if not names:
-            raise UsageError(f"no inference backend is available on device '{device}'")
-        name = names[0]
-    if name not in _FACTORIES:
-        raise UsageError(f"unknown backend '{name}'; choose from auto, {', '.join(_PREFERENCE)}")
-    if not _AVAILABLE[name](device):
-        raise UsageError(f"backend '{name}' is not available on device '{device}'")
-    return _FACTORIES[name](model, device=device, **options)
+    if name != "auto":
+        if name not in _FACTORIES:
+            raise UsageError(f"unknown backend '{name}'; choose from auto, {', '.join(_PREFERENCE)}")
+        if not _AVAILABLE[name](device):
+            raise UsageError(f"backend '{name}' is not available on device '{device}'")
+        return _FACTORIES[name](model, device=device, **options)
+
+    candidates = available_backends(device)
+    if not candidates:
+        raise UsageError(f"no inference backend is available on device '{device}'")
+    for index, candidate in enumerate(candidates):
+        try:
+            return _FACTORIES[candidate](model, device=device, **options)
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # onnxruntime and MegEngine raise their own error types
+            if index == len(candidates) - 1:
+                raise
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            log.warning("backend '%s' could not start (%s); falling back to '%s'", candidate, reason, candidates[index + 1])
+    raise AssertionError("unreachable")
 
 
 def as_output_list(outputs) -> List[np.ndarray]:

@@ -16,7 +16,9 @@ What the converter does itself, because it is simple and exact:
     convolution are folded into the convolution's weights and bias;
   * elementwise operators whose inputs are all constants are evaluated with numpy;
   * shape arithmetic (GetVarShape, Subtensor on shapes, Concat, casts) is kept as
-    ONNX operators, so the exported graph stays valid for other input sizes.
+    ONNX operators, so the exported graph stays valid for other input sizes;
+  * Padding's offsets and mode are taken from the trace, because MegEngine's graph
+    API does not report them for a dumped operator.
 
 An operator it does not know raises `UnsupportedOperatorError`, naming the operator
 type and mode, rather than producing a graph that computes something else.
@@ -77,6 +79,9 @@ class TracedGraph:
     output_names: List[str]
     example_input: np.ndarray
     example_outputs: List[np.ndarray] = field(repr=False)
+    # Parameters of operators whose dumped form hides them (MegEngine serialises
+    # Padding's offsets and mode, but its graph API reports "{}"), in trace order.
+    hidden_params: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict, repr=False)
 
 
 def default_output_names(count: int) -> List[str]:
@@ -128,7 +133,15 @@ def trace_and_dump(
                 keep_var_name=2 if not optimize else 1,  # internal names help reading a converted graph
                 **dump_options,
             )
-    return TracedGraph(buffer.getvalue(), input_name, names, example_input, example_outputs)
+    hidden: Dict[str, List[Dict[str, Any]]] = {}
+    for op in getattr(forward, "ops", None) or []:
+        if getattr(op, "type", None) in _HIDDEN_PARAM_OPS:
+            hidden.setdefault(_HIDDEN_PARAM_OPS[op.type], []).append(dict(op.param))
+    return TracedGraph(buffer.getvalue(), input_name, names, example_input, example_outputs, hidden)
+
+
+# trace op type -> dumped operator type, for operators whose parameters the dump hides
+_HIDDEN_PARAM_OPS = {"Padding": "PaddingForward"}
 
 
 # MegEngine's dump always creates the graph input on this comp node; every constant the
@@ -290,6 +303,7 @@ def export_onnx_model(
         output_names=traced.output_names,
         input_shape=tuple(traced.example_input.shape),
         dynamic_axes=dynamic_axes or {},
+        hidden_params=traced.hidden_params,
     )
     return model_proto, traced
 
@@ -336,8 +350,13 @@ def convert_mge_graph(
     input_shape: Sequence[int],
     dynamic_axes: DynamicAxes,
     check: bool = True,
+    hidden_params: Optional[Mapping[str, Sequence[Mapping[str, Any]]]] = None,
 ):
-    """Convert a dumped MegEngine graph (`.mge` bytes) to an `onnx.ModelProto`."""
+    """Convert a dumped MegEngine graph (`.mge` bytes) to an `onnx.ModelProto`.
+
+    `hidden_params` is `TracedGraph.hidden_params`: without it, operators whose
+    parameters the dump hides (Padding) cannot be converted.
+    """
     import onnx
 
     mge = import_megengine()  # noqa: F841 - initialises MegEngine before its graph API is used
@@ -347,7 +366,7 @@ def convert_mge_graph(
     loaded = G.load_graph(io.BytesIO(data))
     outputs = list(loaded.output_vars_list)
     oprs = get_oprs_seq(outputs, prune_reshape=False, prune_immtensor=False)
-    converter = _Converter(oprs, outputs, input_name, list(output_names), tuple(input_shape), dynamic_axes)
+    converter = _Converter(oprs, outputs, input_name, list(output_names), tuple(input_shape), dynamic_axes, hidden_params)
     model_proto = converter.convert()
     if check:
         try:
@@ -479,8 +498,9 @@ def _var_dtype(var) -> Optional[np.dtype]:
 class _Converter:
     """Walks MegEngine operators in topological order and emits ONNX nodes."""
 
-    def __init__(self, oprs, outputs, input_name, output_names, input_shape, dynamic_axes):
+    def __init__(self, oprs, outputs, input_name, output_names, input_shape, dynamic_axes, hidden_params=None):
         self.oprs = oprs
+        self.hidden_params = {kind: list(params) for kind, params in (hidden_params or {}).items()}
         self.outputs = outputs
         self.input_name = input_name
         self.output_names = output_names
@@ -1116,6 +1136,40 @@ class _Converter:
         else:
             result = self.emit(op_types[mode], [data], out_var.name, _var_dtype(out_var), axes=[axis], keepdims=1)
         self.bind(out_var, result)
+
+    def op_PaddingForward(self, opr, params):
+        data_var, out_var = opr.inputs[0], opr.outputs[0]
+        in_shape, out_shape = tuple(data_var.shape), tuple(out_var.shape)
+        ndim = len(in_shape)
+        param = self._hidden_param(opr, lambda p: all(
+            int(p.get(f"front_offset_dim{i}", 0)) + in_shape[i] + int(p.get(f"back_offset_dim{i}", 0)) == out_shape[i]
+            for i in range(ndim)
+        ))
+        modes = {"CONSTANT": "constant", "REFLECT": "reflect", "REPLICATE": "edge"}
+        mode = str(param.get("padding_mode", "CONSTANT"))
+        if mode not in modes:
+            raise UnsupportedOperatorError(f"cannot export to ONNX: Padding mode {mode} is not supported")
+        pads = [int(param.get(f"front_offset_dim{i}", 0)) for i in range(ndim)]
+        pads += [int(param.get(f"back_offset_dim{i}", 0)) for i in range(ndim)]
+        dtype = _var_dtype(out_var) or np.dtype(np.float32)
+        inputs = [self.name_of(data_var), self.constant(np.array(pads, np.int64), "pads")]
+        if modes[mode] == "constant":
+            inputs.append(self.constant(np.array(param.get("padding_val", 0.0), dtype), "pad_value"))
+        self.bind(out_var, self.emit("Pad", inputs, out_var.name, dtype, mode=modes[mode]))
+
+    def _hidden_param(self, opr, fits: Callable[[Mapping[str, Any]], bool]) -> Mapping[str, Any]:
+        """The traced parameters of `opr`: the first unused ones, in trace order, that fit its shapes.
+
+        A wrong pairing cannot pass unnoticed: exported graphs are compared with MegEngine.
+        """
+        recorded = self.hidden_params.get(opr.type, [])
+        for index, param in enumerate(recorded):
+            if fits(param):
+                return recorded.pop(index)
+        raise UnsupportedOperatorError(
+            f"cannot export to ONNX: the parameters of {opr.type} ('{opr.name}') are not readable from a dumped "
+            "graph; export the network itself (mspn export, export_onnx) rather than a .mge file"
+        )
 
 
 def _params(opr) -> Any:
