@@ -538,9 +538,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from long_run import long_run, print_table
 
         console.print(f"[bold]memory[/bold]: mspn detect and mspn keypoints over {long_run_images} images each ...")
-        with tempfile.TemporaryDirectory(prefix="mspn-long-run-") as work:
-            det_size = ",".join(str(v) for v in profile.det_size) if args.smoke else None
-            result["long_run"] = long_run(Path(args.data), long_run_images, Path(work), Path(args.cache_dir), det_size, args.smoke)
+        det_size = ",".join(str(v) for v in profile.det_size) if args.smoke else None
+        result["long_run"] = long_run(Path(args.data), long_run_images, Path(args.cache_dir), det_size, args.smoke)
     result["total_seconds"] = time.perf_counter() - started
     print_tables(result, console)
     if result.get("long_run"):

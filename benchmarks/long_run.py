@@ -174,15 +174,20 @@ def summarise(name: str, run: Dict[str, Any], images: int, warmup: int) -> Dict[
     }
 
 
-def long_run(data_dir: Path, images: int, work_dir: Path, mspn_home: Path, det_size: Optional[str], smoke: bool,
-             mspn: Optional[Path] = None) -> List[Dict[str, Any]]:
+def long_run(data_dir: Path, images: int, mspn_home: Path, det_size: Optional[str], smoke: bool) -> List[Dict[str, Any]]:
+    """Both commands over `images` images each, in a temporary folder; one summary row each."""
+    with tempfile.TemporaryDirectory(prefix="mspn-long-run-") as work:
+        return _long_run(data_dir, images, Path(work), mspn_home, det_size, smoke)
+
+
+def _long_run(data_dir: Path, images: int, work_dir: Path, mspn_home: Path, det_size: Optional[str], smoke: bool):
     sample_dir = data_dir / "coco_sample"
     coco = sorted(sample_dir.glob("*.jpg"))
     photos = sorted(p for p in (data_dir / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not coco:
         raise SystemExit(f"error: no COCO sample images in {sample_dir}; give the shared data folder with --data")
     weights = write_random_weights(mspn_home / "bench-weights")
-    mspn = mspn or Path(sys.executable).with_name("mspn")
+    mspn = Path(sys.executable).with_name("mspn")
     env = dict(os.environ, MSPN_HOME=str(mspn_home), NO_COLOR="1")
     common = ["-q", "--jsonl", "--overwrite"]
     results = []
@@ -239,8 +244,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 130)
     det_size = args.det_size or ("128,160" if args.smoke else None)
-    with tempfile.TemporaryDirectory(prefix="mspn-long-run-") as work:
-        rows = long_run(Path(args.data), args.images, Path(work), Path(args.cache_dir), det_size, args.smoke)
+    rows = long_run(Path(args.data), args.images, Path(args.cache_dir), det_size, args.smoke)
     print_table(rows, console)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
