@@ -201,6 +201,9 @@ def _long_run(data_dir: Path, images: int, work_dir: Path, mspn_home: Path, det_
     run = run_sampled(command, env, work_dir / "detect.log")
     results.append(summarise("mspn detect", run, images, min(len(detect_sources), max(1, images // 2))))
 
+    # Images without recorded persons would be refused by --boxes (no boxes for this image).
+    recorded = {f"{int(det['image_id']):012d}.jpg" for det in json.loads((sample_dir / "person_dets_sample.json").read_text())}
+    coco = [path for path in coco if path.name in recorded]
     links = cycled_folder(coco, images, work_dir / "keypoints")
     boxes_path = work_dir / "boxes.json"
     boxes_path.write_text(json.dumps(boxes_for(links, sample_dir, 1 if smoke else None)))
