@@ -47,7 +47,7 @@ class PosePreprocessConfig:
 class PoseTestConfig:
     flip: bool
     flip_order: Tuple[int, ...]
-    batch_size: int = 16
+    batch_size: int = 8
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ DEVICE = typer.Option("cpu", "--device", help="cpu or gpu (or a MegEngine device
 BACKEND = typer.Option(
     "auto", "--backend", help="Inference backend: auto (fastest available), megengine, mge-lite or onnxruntime."
 )
-BATCH_SIZE = typer.Option(None, "--batch-size", min=1, help="Persons per forward pass, across images (default from config: 16; x2 crops with flip).")
+BATCH_SIZE = typer.Option(None, "--batch-size", min=1, help="Persons per forward pass, across images (default from config: 8; x2 crops with flip).")
 FLIP = typer.Option(None, "--flip/--no-flip", help="Flip test: average with the mirrored crop (default from config: on).")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar or summary; errors only.")
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace existing output files.")
