@@ -35,15 +35,14 @@ import os
 import platform
 import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data"
+from common import DEFAULT_CACHE_DIR, DEFAULT_DATA, report_console, write_json
+
 RANDOM_WEIGHTS_NOTE = "random (seeded) weights: timing only, outputs are meaningless"
 
 
@@ -512,7 +511,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--long-run", type=int, help="images for the memory run of the real commands (default 200; smoke 4; 0 skips it)")
     parser.add_argument(
         "--cache-dir",
-        default=str(Path(tempfile.gettempdir()) / "mspn-bench-home"),
+        default=str(DEFAULT_CACHE_DIR),
         help="MSPN_HOME for the benchmark's exported graphs of random weights (kept out of your own cache)",
     )
     args = parser.parse_args(argv)
@@ -527,10 +526,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         profile.repeats = args.repeats
     os.environ["MSPN_HOME"] = args.cache_dir
 
-    from rich.console import Console
-
-    # Wide enough for the table when the output is a file or a pipe (Rich assumes 80 columns).
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 130)
+    console = report_console()
     started = time.perf_counter()
     result = run_benchmark(args, profile, console)
     long_run_images = args.long_run if args.long_run is not None else (4 if args.smoke else 200)
@@ -546,8 +542,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print_table(result["long_run"], console)
     console.print(f"total {result['total_seconds']:.0f} s")
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-        console.print(f"wrote {args.out}")
+        write_json(args.out, result, console)
     return 0
 
 

@@ -36,8 +36,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data"
+from common import DEFAULT_CACHE_DIR, DEFAULT_DATA, REPO, report_console, write_json
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 SAMPLE_INTERVAL_S = 0.1
 # Growth after warm-up below this share of the warm RSS counts as flat.
@@ -245,20 +245,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--data", default=str(DEFAULT_DATA), help=f"the shared data folder (default {DEFAULT_DATA})")
     parser.add_argument("--det-size", help="detector SHORT[,MAX] (default: the config's 800,1333; smoke 128,160)")
     parser.add_argument("--out", help="write the results as JSON to this file")
-    parser.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "mspn-bench-home"),
+    parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR),
                         help="MSPN_HOME for the random weights and their exported graphs")
     args = parser.parse_args(argv)
     if args.images < 2:
         parser.error("--images must be at least 2")
-    from rich.console import Console
-
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 130)
+    console = report_console()
     det_size = args.det_size or ("128,160" if args.smoke else None)
     rows = long_run(Path(args.data), args.images, Path(args.cache_dir), det_size, args.smoke)
     print_table(rows, console)
     if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
-        console.print(f"wrote {args.out}")
+        write_json(args.out, rows, console)
     return 0
 
 
