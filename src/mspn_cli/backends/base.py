@@ -83,17 +83,15 @@ def create_backend(name: str, model, device: str = "cpu", **options) -> Backend:
     candidates = available_backends(device)
     if not candidates:
         raise UsageError(f"no inference backend is available on device '{device}'")
-    for index, candidate in enumerate(candidates):
+    for candidate, fallback in zip(candidates, candidates[1:]):
         try:
             return _FACTORIES[candidate](model, device=device, **options)
         except (MemoryError, KeyboardInterrupt):
             raise
         except Exception as exc:  # onnxruntime and MegEngine raise their own error types
-            if index == len(candidates) - 1:
-                raise
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            log.warning("backend '%s' could not start (%s); falling back to '%s'", candidate, reason, candidates[index + 1])
-    raise AssertionError("unreachable")
+            log.warning("backend '%s' could not start (%s); falling back to '%s'", candidate, reason, fallback)
+    return _FACTORIES[candidates[-1]](model, device=device, **options)
 
 
 def as_output_list(outputs) -> List[np.ndarray]:
