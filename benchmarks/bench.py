@@ -171,7 +171,7 @@ def conv_gflop(model, example_shape: Sequence[int], measured_shape: Sequence[int
     """
     from megengine.utils.network import Network
 
-    from mspn_cli.backends.onnx_export import trace_and_dump
+    from mspn_cli.export.onnx_export import trace_and_dump
 
     traced = trace_and_dump(model, np.zeros(example_shape, np.float32), optimize=False)
     network = Network.load(io.BytesIO(traced.data))
@@ -192,7 +192,7 @@ def conv_gflop(model, example_shape: Sequence[int], measured_shape: Sequence[int
 
 def load_sample(data_dir: Path):
     """COCO sample images (BGR) and their recorded person boxes (x1, y1, x2, y2, score)."""
-    from mspn_cli.sources import read_image
+    from mspn_cli.io.sources import read_image
 
     sample = data_dir / "coco_sample"
     dets_file = sample / "person_dets_sample.json"
@@ -214,7 +214,7 @@ def load_sample(data_dir: Path):
 
 def person_crops(images, count: int, pose_config) -> np.ndarray:
     """`count` real person crops (normalised, 3 x 256 x 192), cycling through the sample."""
-    from mspn_cli.preprocess.pose import crop_persons, extend_box, normalize_image
+    from mspn_cli.pose.preprocess import crop_persons, extend_box, normalize_image
 
     crops = []
     for _, image, boxes in images:
@@ -250,10 +250,10 @@ def build_models(profile: Profile):
 
 def run_benchmark(args, profile: Profile, console) -> Dict[str, Any]:
     from mspn_cli._mge import import_megengine, silence_exit_chatter
-    from mspn_cli.backends import available_backends, create_backend
-    from mspn_cli.backends.graph_cache import state_digest
+    from mspn_cli.runtime import available_backends, create_backend
+    from mspn_cli.export.graph_cache import state_digest
     from mspn_cli.config import load_detector_config, load_pose_config
-    from mspn_cli.preprocess.detection import prepare_detector_batch
+    from mspn_cli.detection.preprocess import prepare_detector_batch
 
     mge = import_megengine()
     silence_exit_chatter()
@@ -378,7 +378,7 @@ def _row(backend, batch, seconds, samples, per, gflop, sgemm) -> Dict[str, Any]:
 
 def _baseline(mspn_rows, mspn, crops, profile, mspn_gflop, sgemm, console) -> Optional[Dict[str, Any]]:
     """The official inference style: megengine, one call per person on [crop, flipped crop]."""
-    from mspn_cli.backends import create_backend
+    from mspn_cli.runtime import create_backend
 
     row = next((r for r in mspn_rows if r["backend"] == "megengine" and r["batch"] == 1), None)
     if row is None:

@@ -10,7 +10,7 @@ to AP 1 and any geometric slip shows up as lost AP.
 
 The geometry of the table is computed independently from the spec (reference §3.3):
 crop_x = (x - ext_x1) * 192 / ext_w, heatmap_x = (crop_x + 0.5) / 4 - 0.5, same for y
-with 256 / ext_h; only the crop pixels themselves come from `mspn_cli.preprocess`, to
+with 256 / ext_h; only the crop pixels themselves come from `mspn_cli.pose.preprocess`, to
 know what the pipeline will feed. Crops are recognised by a hash of their float32
 bytes; a crop that differs only in the last bits (e.g. a box converted from xywh with
 other rounding) is recognised by a close match of a coarse thumbnail instead. Unknown
@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from mspn_cli.config import PoseConfig, load_pose_config
-from mspn_cli.preprocess import crop_person, extend_box, normalize_image
+from mspn_cli.pose.preprocess import crop_person, extend_box, normalize_image
 
 PathLike = Union[str, Path]
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from mspn_cli._mge import import_megengine
-from mspn_cli.backends import available_backends, create_backend
-from mspn_cli.backends.onnx_export import relative_error
+from mspn_cli.runtime import available_backends, create_backend
+from mspn_cli.export.onnx_export import relative_error
 from mspn_cli.errors import UsageError
 
 mge = import_megengine()
@@ -24,7 +24,7 @@ EXPORTED_BACKENDS = [
 
 def _load(model_name: str, weights):
     from mspn_cli.models import build_model
-    from mspn_cli.weights import load_checkpoint, load_weights_into
+    from mspn_cli.weights.store import load_checkpoint, load_weights_into
 
     model = build_model(model_name)
     load_weights_into(model, load_checkpoint(weights), str(weights))
@@ -195,7 +195,7 @@ import numpy as np
 from mspn_cli._mge import import_megengine
 mge = import_megengine()
 M = mge.module
-from mspn_cli.backends import create_backend
+from mspn_cli.runtime import create_backend
 
 def rss_mb():
     with open("/proc/self/statm") as handle:
@@ -243,7 +243,7 @@ class CumulativeNet(M.Module):
 def test_auto_falls_back_when_the_fastest_backend_cannot_export(tmp_path, caplog):
     import logging
 
-    from mspn_cli.backends.onnx_export import UnsupportedOperatorError
+    from mspn_cli.export.onnx_export import UnsupportedOperatorError
 
     model = CumulativeNet()
     spec = {"cache_dir": tmp_path, "input_shape": (1, 3, 4, 4), "dynamic_axes": {0: "N"}}
@@ -258,7 +258,7 @@ def test_auto_falls_back_when_the_fastest_backend_cannot_export(tmp_path, caplog
 
 
 def test_auto_ends_with_the_megengine_reference(monkeypatch, tmp_path):
-    from mspn_cli.backends import base
+    from mspn_cli.runtime import base
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("runtime refused the graph\nC++ backtrace ...")

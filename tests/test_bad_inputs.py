@@ -161,7 +161,7 @@ def assets(tmp_path_factory, mspn_weights, detector_weights) -> Assets:
 @pytest.fixture(scope="session")
 def wrapped_mspn_weights(tmp_path_factory, mspn_weights) -> Path:
     """The MSPN fixture re-saved as a training checkpoint {"epoch", "state_dict"}."""
-    from mspn_cli.weights import load_checkpoint
+    from mspn_cli.weights.store import load_checkpoint
 
     path = tmp_path_factory.mktemp("wrapped") / "checkpoint_epoch_12.pkl"
     with open(path, "wb") as handle:
@@ -448,7 +448,7 @@ def test_fuzz_decode_image_bytes_raises_only_input_error():
     from hypothesis import strategies as st
 
     from mspn_cli.errors import InputError
-    from mspn_cli.sources import decode_image_bytes
+    from mspn_cli.io.sources import decode_image_bytes
 
     # Mutations of real headers reach deeper into the decoders than uniform random bytes.
     seeds = [GOOD_IMAGE.read_bytes()[:4096], huge_png_bytes(), cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes(),
@@ -479,7 +479,7 @@ def test_fuzz_parse_detections_raises_only_input_error():
     pytest.importorskip("hypothesis")
     from hypothesis import HealthCheck, example, given, settings
 
-    from mspn_cli.detections import parse_detections
+    from mspn_cli.io.detections import parse_detections
     from mspn_cli.errors import InputError
 
     @settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))

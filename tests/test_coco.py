@@ -1,4 +1,4 @@
-"""mspn_cli.coco without any network: detections, annotations, shards, scoring, checkpoint, merge."""
+"""mspn_cli.evaluation.coco without any network: detections, annotations, shards, scoring, checkpoint, merge."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from mspn_cli import coco
+from mspn_cli.evaluation import coco
 from mspn_cli.errors import InputError, UsageError
 from tests.conftest import COCO_SAMPLE
 

@@ -17,7 +17,7 @@ FAST = ("--det-size", "256", "--backend", "megengine")
 @pytest.fixture(scope="session")
 def blind_detector_weights(detector_weights):
     """Random detector weights whose class logits are all very negative: it never fires."""
-    from mspn_cli.weights import load_checkpoint, save_state_dict
+    from mspn_cli.weights.store import load_checkpoint, save_state_dict
 
     path = WEIGHTS_CACHE / "retinanet_blind_seed1.pkl"
     if not path.exists():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mspn_cli.config import AnchorConfig, DetectorPostprocessConfig, load_detector_config
-from mspn_cli.postprocess.detection import (
+from mspn_cli.detection.postprocess import (
     decode_boxes,
     detections_for_image,
     flatten_head_outputs,

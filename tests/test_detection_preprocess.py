@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mspn_cli.errors import InputError
-from mspn_cli.preprocess.detection import (
+from mspn_cli.detection.preprocess import (
     detector_scale,
     pad_to_multiple,
     prepare_detector_batch,

@@ -42,7 +42,7 @@ def test_doctor_json_reports_versions_backends_and_empty_cache(tmp_path):
 
 def test_doctor_reports_cached_weights_with_sha256(tmp_path, mspn_weights):
     from mspn_cli.config import load_pose_config
-    from mspn_cli.weights import sha256_file
+    from mspn_cli.weights.store import sha256_file
 
     weights_folder = tmp_path / "home" / "weights"
     weights_folder.mkdir(parents=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mspn_cli import coco
+from mspn_cli.evaluation import coco
 from mspn_cli.pipeline import PoseEstimator
 from tests.conftest import COCO_SAMPLE, WEIGHTS_CACHE, assert_clean_error, load_json, run_mspn
 from tests.oracle import OracleBackend

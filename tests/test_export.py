@@ -11,7 +11,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from mspn_cli._mge import import_megengine  # noqa: E402
-from mspn_cli.backends.onnx_export import (  # noqa: E402
+from mspn_cli.export.onnx_export import (  # noqa: E402
     UnsupportedOperatorError,
     convert_mge_graph,
     export_mge,
@@ -205,7 +205,7 @@ def test_padding_needs_the_traced_parameters():
 
 
 def test_mge_export_runs_in_megengine_lite_at_other_batch_sizes(tmp_path):
-    from mspn_cli.backends.lite_backend import load_lite_network
+    from mspn_cli.runtime.lite_backend import load_lite_network
 
     module = Residual()
     _randomise_norms(module, seed=4)
@@ -229,9 +229,9 @@ def exported_mspn(tmp_path_factory, mspn_weights):
 
 
 def test_cli_export_onnx_matches_megengine(exported_mspn, mspn_weights):
-    from mspn_cli.backends import create_backend
+    from mspn_cli.runtime import create_backend
     from mspn_cli.models import build_model
-    from mspn_cli.weights import load_checkpoint, load_weights_into
+    from mspn_cli.weights.store import load_checkpoint, load_weights_into
 
     target, proc = exported_mspn
     assert "matches MegEngine" in proc.stderr
@@ -275,10 +275,10 @@ def test_cli_export_rejects_bad_arguments(args, message, tmp_path):
 
 
 def test_cli_export_mge_detector_runs_in_lite_at_another_size(tmp_path, detector_weights):
-    from mspn_cli.backends import create_backend
-    from mspn_cli.backends.lite_backend import load_lite_network
+    from mspn_cli.runtime import create_backend
+    from mspn_cli.runtime.lite_backend import load_lite_network
     from mspn_cli.models import build_model
-    from mspn_cli.weights import load_checkpoint, load_weights_into
+    from mspn_cli.weights.store import load_checkpoint, load_weights_into
 
     target = tmp_path / "detector.mge"
     proc = run_mspn(

@@ -43,7 +43,7 @@ def test_registry_rejects_unknown_model():
 
 def test_forward_returns_final_heatmaps_and_trace_matches_eager(mspn):
     from mspn_cli._mge import import_megengine
-    from mspn_cli.backends.megengine_backend import MegEngineBackend
+    from mspn_cli.runtime.megengine_backend import MegEngineBackend
 
     mge = import_megengine()
     x = np.random.default_rng(0).normal(size=(2, 3, 256, 192)).astype(np.float32)

@@ -17,11 +17,11 @@ DETS = COCO_SAMPLE / "person_dets_sample.json"
 def test_oracle_heatmaps_through_keypoints_pipeline_reach_ap_095():
     import json
 
-    from mspn_cli.coco import evaluate_keypoints
-    from mspn_cli.detections import load_detections
+    from mspn_cli.evaluation.coco import evaluate_keypoints
+    from mspn_cli.io.detections import load_detections
     from mspn_cli.pipeline import PoseEstimator
-    from mspn_cli.records import keypoint_records
-    from mspn_cli.sources import read_image
+    from mspn_cli.io.records import keypoint_records
+    from mspn_cli.io.sources import read_image
 
     oracle = OracleBackend.from_coco(ANN, DETS, COCO_SAMPLE)
     estimator = PoseEstimator(backend=oracle, batch_size=7)  # odd size: chunks cross image borders

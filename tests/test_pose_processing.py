@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from mspn_cli.postprocess import average_flip, decode_heatmaps, instance_scores
-from mspn_cli.postprocess.pose import decode_heatmaps_to_crop
-from mspn_cli.preprocess import crop_affine, crop_person, crop_persons, extend_box, normalize_image
+from mspn_cli.pose.postprocess import average_flip, decode_heatmaps, instance_scores
+from mspn_cli.pose.postprocess import decode_heatmaps_to_crop
+from mspn_cli.pose.preprocess import crop_affine, crop_person, crop_persons, extend_box, normalize_image
 from mspn_cli.skeleton import FLIP_ORDER
 
 

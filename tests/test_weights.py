@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mspn_cli import weights as store
+from mspn_cli.weights import store
 from mspn_cli.config import WeightsConfig
 from mspn_cli.errors import WeightsError
-from mspn_cli.weights import (
+from mspn_cli.weights.store import (
     cached_path,
     download_file,
     known_weights,

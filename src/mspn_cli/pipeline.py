@@ -16,9 +16,9 @@ import numpy as np
 
 from mspn_cli.config import DetectorConfig, PoseConfig, load_detector_config, load_pose_config
 from mspn_cli.errors import UsageError
-from mspn_cli.postprocess.pose import average_flip, decode_heatmaps, instance_scores
-from mspn_cli.preprocess.pose import crop_persons, extend_box, normalize_image
-from mspn_cli.sources import prefetch
+from mspn_cli.pose.postprocess import average_flip, decode_heatmaps, instance_scores
+from mspn_cli.pose.preprocess import crop_persons, extend_box, normalize_image
+from mspn_cli.io.sources import prefetch
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,9 @@ def _is_backend_instance(backend: Any) -> bool:
 
 def load_network(model_name: str, weights_config, weights: Optional[str], progress: bool = True, device: str = "cpu"):
     """Build a network and load weights into it strictly. Returns (model, weights path, sha256)."""
-    from mspn_cli.backends.megengine_backend import use_device
+    from mspn_cli.runtime.megengine_backend import use_device
     from mspn_cli.models import build_model
-    from mspn_cli.weights import load_checkpoint, load_weights_into, resolve_weights, sha256_file
+    from mspn_cli.weights.store import load_checkpoint, load_weights_into, resolve_weights, sha256_file
 
     started = time.perf_counter()
     path = resolve_weights(weights, weights_config, progress=progress)
@@ -91,7 +91,7 @@ class _NetworkRunner:
         if _is_backend_instance(backend):
             self.backend = backend
         else:
-            from mspn_cli.backends import create_backend
+            from mspn_cli.runtime import create_backend
 
             name = self.config.model.name
             model, self.weights_path, self.weights_sha256 = load_network(name, self.config.weights, weights, progress, device)
@@ -278,8 +278,8 @@ class PersonDetector(_NetworkRunner):
 
     def detect(self, image_bgr: np.ndarray) -> np.ndarray:
         """Person boxes of one BGR image: D x 5 [x1, y1, x2, y2, score], score > box_thr."""
-        from mspn_cli.postprocess.detection import detections_for_image
-        from mspn_cli.preprocess.detection import prepare_detector_batch
+        from mspn_cli.detection.postprocess import detections_for_image
+        from mspn_cli.detection.preprocess import prepare_detector_batch
 
         pre = self.config.preprocess
         batch, im_infos = prepare_detector_batch([image_bgr], pre.short_side, pre.max_side, pre.size_divisor)

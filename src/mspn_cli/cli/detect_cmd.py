@@ -11,8 +11,8 @@ from mspn_cli.cli import options as opt
 from mspn_cli.cli.app import app
 from mspn_cli.cli.common import BatchReport, console_err, guarded, make_progress, parse_det_size
 from mspn_cli.errors import EXIT_INTERRUPTED, MspnError, UsageError
-from mspn_cli.sources import expand_inputs, image_id_for, is_video, prefetch, read_image
-from mspn_cli.writers import JsonlWriter, check_output_path, write_image_atomic, write_json_atomic
+from mspn_cli.io.sources import expand_inputs, image_id_for, is_video, prefetch, read_image
+from mspn_cli.io.writers import JsonlWriter, check_output_path, write_image_atomic, write_json_atomic
 
 
 @app.command("detect")
@@ -39,7 +39,7 @@ def detect_command(
     """Find every person (RetinaNet R50-FPN, COCO) and write COCO detection results."""
     from mspn_cli.config import load_detector_config
     from mspn_cli.pipeline import PersonDetector
-    from mspn_cli.records import detection_records
+    from mspn_cli.io.records import detection_records
 
     det_size_pair = parse_det_size(det_size)
     items = expand_inputs(inputs, recursive=recursive)

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import typer
 
-from mspn_cli import coco
+from mspn_cli.evaluation import coco
 from mspn_cli.cli import options as opt
 from mspn_cli.cli.app import app
 from mspn_cli.cli.common import console_err, guarded, make_progress, parse_det_size, warn
@@ -129,7 +129,7 @@ def _finish(
     missing: List[Tuple[int, str]],
 ) -> None:
     """Log, table, summary, missing-image note and exit code, shared by eval-coco and merge-results."""
-    from mspn_cli.writers import write_json_atomic
+    from mspn_cli.io.writers import write_json_atomic
 
     log = _write_log(eval_log_path(results), report.log, verbose)
     if not quiet:
@@ -523,7 +523,7 @@ def merge_results_command(
     shards from runs with different settings. Example:
     `mspn merge-results val.shard-*.json -o val.json --ann person_keypoints_val2017.json --summary s.json`.
     """
-    from mspn_cli.writers import check_output_path
+    from mspn_cli.io.writers import check_output_path
 
     if summary is not None and ann is None:
         raise UsageError("--summary needs --ann (the stats come from evaluating against the annotations)")

@@ -51,8 +51,8 @@ def _output_names(model_name: str, levels: int) -> List[str]:
 
 def _export_verified_mge(model, example, names: List[str], verify: bool) -> Tuple[bytes, Optional[float]]:
     """The fastest .mge variant that MegEngine Lite runs correctly (NCHW88 first)."""
-    from mspn_cli.backends.lite_backend import LITE_GRAPH_VARIANTS, load_lite_network, verify_mge
-    from mspn_cli.backends.onnx_export import ExportError, trace_and_dump
+    from mspn_cli.runtime.lite_backend import LITE_GRAPH_VARIANTS, load_lite_network, verify_mge
+    from mspn_cli.export.onnx_export import ExportError, trace_and_dump
 
     problems = []
     for options in LITE_GRAPH_VARIANTS:
@@ -92,11 +92,11 @@ def export_command(
     H and W multiples of 32, and returns the classification logits and box offsets
     of pyramid levels P3..P7.
     """
-    from mspn_cli.backends.graph_cache import atomic_write_bytes
-    from mspn_cli.backends.onnx_export import export_onnx_model, verify_onnx
+    from mspn_cli.export.graph_cache import atomic_write_bytes
+    from mspn_cli.export.onnx_export import export_onnx_model, verify_onnx
     from mspn_cli.config import load_detector_config, load_pose_config
     from mspn_cli.pipeline import load_network
-    from mspn_cli.writers import check_output_path
+    from mspn_cli.io.writers import check_output_path
 
     fmt = fmt.strip().lower()
     if fmt not in FORMATS:

@@ -12,8 +12,8 @@ from mspn_cli.cli import options as opt
 from mspn_cli.cli.app import app
 from mspn_cli.cli.common import BatchReport, console_err, guarded, make_progress, parse_det_size
 from mspn_cli.errors import EXIT_INTERRUPTED, MspnError, UsageError
-from mspn_cli.sources import IMAGE_EXTENSIONS, InputItem, expand_inputs, image_id_for, is_video, prefetch, read_image
-from mspn_cli.writers import JsonlWriter, check_output_path, write_image_atomic, write_json_atomic
+from mspn_cli.io.sources import IMAGE_EXTENSIONS, InputItem, expand_inputs, image_id_for, is_video, prefetch, read_image
+from mspn_cli.io.writers import JsonlWriter, check_output_path, write_image_atomic, write_json_atomic
 
 
 @app.command("keypoints")
@@ -75,7 +75,7 @@ def keypoints_command(
     pose_config = load_pose_config(config) if config else None
     dets = None
     if boxes is not None:
-        from mspn_cli.detections import load_detections
+        from mspn_cli.io.detections import load_detections
 
         dets = load_detections(boxes)
 
@@ -128,7 +128,7 @@ def keypoints_command(
     try:
         with progress:
             for (index, path, image_id, image), result in estimator.estimate_many(images()):
-                from mspn_cli.records import keypoint_records
+                from mspn_cli.io.records import keypoint_records
 
                 image_records = keypoint_records(result, image_id, path.name)
                 records.extend(image_records)
@@ -212,10 +212,10 @@ def _build_models(pose_config, weights, detector_weights, detector_config, det_s
 def _run_video(path: Path, output, json_out, jsonl, every, overwrite, quiet, kpt_thr, box_thr, max_persons, pose_config, weights,
                detector_weights, detector_config, det_size, flip, batch_size, device, backend) -> None:
     """Annotate a video frame by frame, streaming: memory stays flat however long it is."""
-    from mspn_cli.records import keypoint_records
-    from mspn_cli.sources import iter_video_frames, video_properties
+    from mspn_cli.io.records import keypoint_records
+    from mspn_cli.io.sources import iter_video_frames, video_properties
     from mspn_cli.visualize import draw_poses
-    from mspn_cli.writers import VideoWriterAtomic
+    from mspn_cli.io.writers import VideoWriterAtomic
 
     fps, width, height, count = video_properties(path)
     if output is not None:

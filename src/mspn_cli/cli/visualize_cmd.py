@@ -14,7 +14,7 @@ import typer
 
 from mspn_cli.cli.app import app
 from mspn_cli.cli.common import console_err, guarded, warn
-from mspn_cli.jsonio import read_json_file
+from mspn_cli.io.jsonio import read_json_file
 from mspn_cli.errors import InputError, OutputError
 from mspn_cli.visualize import draw_records, records_to_arrays, to_bgr8
 

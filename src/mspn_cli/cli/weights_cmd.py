@@ -14,7 +14,7 @@ from mspn_cli.cli.app import app
 from mspn_cli.cli.common import console_err, fail, guarded
 from mspn_cli.config import WeightsConfig
 from mspn_cli.errors import EXIT_PARTIAL, UsageError, WeightsError
-from mspn_cli.weights import (
+from mspn_cli.weights.store import (
     DEFAULT_TIMEOUT,
     cached_path,
     download_file,

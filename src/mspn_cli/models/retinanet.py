@@ -5,7 +5,7 @@ Module and attribute names reproduce MegEngine's official
 state dict equals `retinanet_res50_coco_3x_800size.manifest.tsv` (301 keys).
 
 The graph stops at the raw head outputs. Anchors, box decoding, score thresholds
-and NMS live in `mspn_cli.postprocess.detection` (numpy), which keeps the traced
+and NMS live in `mspn_cli.detection.postprocess` (numpy), which keeps the traced
 graph free of data-dependent shapes.
 """
 

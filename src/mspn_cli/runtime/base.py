@@ -49,9 +49,9 @@ def _load_builtin_backends() -> None:
     import importlib
 
     for module in (
-        "mspn_cli.backends.megengine_backend",
-        "mspn_cli.backends.lite_backend",
-        "mspn_cli.backends.onnxruntime_backend",
+        "mspn_cli.runtime.megengine_backend",
+        "mspn_cli.runtime.lite_backend",
+        "mspn_cli.runtime.onnxruntime_backend",
     ):
         try:
             importlib.import_module(module)

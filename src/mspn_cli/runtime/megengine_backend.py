@@ -7,7 +7,7 @@ from typing import List
 import numpy as np
 
 from mspn_cli._mge import gpu_count, import_megengine, silenced_stderr
-from mspn_cli.backends.base import Backend, as_output_list, register_backend
+from mspn_cli.runtime.base import Backend, as_output_list, register_backend
 from mspn_cli.errors import UsageError
 
 mge = import_megengine()

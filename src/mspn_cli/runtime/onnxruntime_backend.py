@@ -13,10 +13,10 @@ from typing import List
 
 import numpy as np
 
-from mspn_cli.backends.base import optional_import, register_backend
-from mspn_cli.backends.exported import ExportedGraphBackend
-from mspn_cli.backends.graph_cache import discard, exported_graph
-from mspn_cli.backends.onnx_export import ExportError, InputSpec, verify_onnx
+from mspn_cli.runtime.base import optional_import, register_backend
+from mspn_cli.runtime.exported import ExportedGraphBackend
+from mspn_cli.export.graph_cache import discard, exported_graph
+from mspn_cli.export.onnx_export import ExportError, InputSpec, verify_onnx
 from mspn_cli.errors import UsageError
 
 # Verification compares onnxruntime with MegEngine on the export's example input; the

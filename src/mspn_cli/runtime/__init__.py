@@ -1,5 +1,5 @@
 """Ways to run a network graph. Backends know about arrays, not persons or COCO."""
 
-from mspn_cli.backends.base import Backend, available_backends, create_backend
+from mspn_cli.runtime.base import Backend, available_backends, create_backend
 
 __all__ = ["Backend", "available_backends", "create_backend"]

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from mspn_cli.errors import InputError
-from mspn_cli.jsonio import read_json_file
+from mspn_cli.io.jsonio import read_json_file
 
 __all__ = ["DetectionSet", "load_detections", "parse_detections", "is_finite_number"]
 

@@ -12,9 +12,9 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from mspn_cli.backends.base import Backend
-from mspn_cli.backends.graph_cache import GraphCache, state_digest
-from mspn_cli.backends.onnx_export import InputSpec, default_input_spec, input_spec_for_batch
+from mspn_cli.runtime.base import Backend
+from mspn_cli.export.graph_cache import GraphCache, state_digest
+from mspn_cli.export.onnx_export import InputSpec, default_input_spec, input_spec_for_batch
 from mspn_cli.errors import UsageError
 
 

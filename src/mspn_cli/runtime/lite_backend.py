@@ -16,10 +16,10 @@ from typing import List, Optional
 import numpy as np
 
 from mspn_cli._mge import import_megengine, silenced_stderr
-from mspn_cli.backends.base import optional_import, register_backend
-from mspn_cli.backends.exported import ExportedGraphBackend
-from mspn_cli.backends.graph_cache import discard, exported_graph
-from mspn_cli.backends.onnx_export import ExportError, InputSpec, relative_error
+from mspn_cli.runtime.base import optional_import, register_backend
+from mspn_cli.runtime.exported import ExportedGraphBackend
+from mspn_cli.export.graph_cache import discard, exported_graph
+from mspn_cli.export.onnx_export import ExportError, InputSpec, relative_error
 from mspn_cli.errors import UsageError
 
 VERIFY_TOLERANCE = 1e-3

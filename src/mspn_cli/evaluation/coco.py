@@ -28,8 +28,8 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 import numpy as np
 
-from mspn_cli.detections import is_finite_number
-from mspn_cli.jsonio import read_json_file
+from mspn_cli.io.detections import is_finite_number
+from mspn_cli.io.jsonio import read_json_file
 from mspn_cli.errors import InputError, OutputError, UsageError
 
 PathLike = Union[str, Path]
@@ -454,7 +454,7 @@ def checkpoint_path_for(results_path: PathLike) -> Path:
 
 def _jsonable_roundtrip(value: Any) -> Any:
     # What is kept in memory must equal what a resumed run reads back from disk.
-    from mspn_cli.writers import to_jsonable
+    from mspn_cli.io.writers import to_jsonable
 
     return json.loads(json.dumps(to_jsonable(value)))
 
@@ -601,8 +601,8 @@ def run_keypoint_eval(
     descriptive only, e.g. file paths). Missing or unreadable images are skipped and listed;
     the checkpoint is then kept so that a later --resume only retries those.
     """
-    from mspn_cli.records import keypoint_records
-    from mspn_cli.sources import read_image
+    from mspn_cli.io.records import keypoint_records
+    from mspn_cli.io.sources import read_image
 
     results_path = Path(results_path)
     settings = dict(settings or {})
@@ -677,7 +677,7 @@ def run_keypoint_eval(
 
 def write_results(path: PathLike, records: List[Dict[str, Any]]) -> None:
     """The final COCO keypoint results list, atomically, in one deterministic format."""
-    from mspn_cli.writers import write_json_atomic
+    from mspn_cli.io.writers import write_json_atomic
 
     write_json_atomic(path, records)
 
@@ -694,9 +694,9 @@ def run_person_detection(
     Returns (records, missing images). Records go in sorted image-id order, each
     image's boxes in the detector's order, so the file is reusable as --dets.
     """
-    from mspn_cli.records import detection_records
-    from mspn_cli.sources import prefetch, read_image
-    from mspn_cli.writers import write_json_atomic
+    from mspn_cli.io.records import detection_records
+    from mspn_cli.io.sources import prefetch, read_image
+    from mspn_cli.io.writers import write_json_atomic
 
     ids = sorted(int(i) for i in image_ids)
     missing: List[Tuple[int, str]] = []
@@ -750,7 +750,7 @@ def _write_shard(
     info: Dict[str, Any],
     detections: DetectionSelection,
 ) -> None:
-    from mspn_cli.writers import write_json_atomic
+    from mspn_cli.io.writers import write_json_atomic
 
     write_json_atomic(
         path,

@@ -21,14 +21,14 @@ import numpy as np
 
 
 def graphs_dir() -> Path:
-    from mspn_cli.weights import mspn_home
+    from mspn_cli.weights.store import mspn_home
 
     return mspn_home() / "graphs"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     """Write `data` to `path` through a temporary file in the same folder and a rename."""
-    from mspn_cli.writers import atomic_write
+    from mspn_cli.io.writers import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +123,7 @@ def exported_graph(
     `mge_options` (e.g. enable_nchw88). With `cached_only`, returns None instead of exporting.
     """
     from mspn_cli._mge import import_megengine
-    from mspn_cli.backends import onnx_export
+    from mspn_cli.runtime import onnx_export
 
     mge = import_megengine()
     cache = cache or GraphCache()

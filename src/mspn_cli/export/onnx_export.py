@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import numpy as np
 
 from mspn_cli._mge import import_megengine, silenced_stderr
-from mspn_cli.backends.graph_cache import atomic_write_bytes
+from mspn_cli.export.graph_cache import atomic_write_bytes
 from mspn_cli.errors import UsageError
 
 # Bump whenever the converter's output changes: it is part of every graph-cache key,
