@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,16 @@ def _generate(model_name: str, filename: str, seed: int) -> Path:
         write_official_pickle(random_state_dict(build_model(model_name), seed=seed), tmp)
         tmp.replace(path)
     return path
+
+
+SLOW_FOLDER = Path(__file__).resolve().parent / "slow"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Everything under tests/slow carries the `slow` marker: `-m "not slow"` is the quick run."""
+    for item in items:
+        if SLOW_FOLDER in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -81,6 +93,17 @@ def assert_clean_error(proc, code=None):
     assert "Traceback" not in proc.stderr, proc.stderr
     error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1, proc.stderr
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+
+
+def huge_png_bytes(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A well-formed PNG header (valid CRCs) that claims a 10-gigapixel RGB image."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    # A few compressed scanline bytes: a decoder that trusts the header would allocate 30 GB first.
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + _png_chunk(b"IEND", b"")
 
 
 def load_json(path):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import assert_clean_error, run_mspn
-from tests.test_weights import LocalWeightsServer, small_state
+from tests.localserver import LocalWeightsServer, small_state
 from tests.weightgen import write_official_pickle
 
 MSPN_FILE = "mspn_4stage_0_255_75_2.pkl"

@@ -13,11 +13,9 @@ import json
 import os
 import pickle
 import signal
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -25,7 +23,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import pytest
 
-from tests.conftest import COCO_SAMPLE, WEIGHTS_CACHE, assert_clean_error, load_json, run_mspn
+from tests.conftest import COCO_SAMPLE, WEIGHTS_CACHE, assert_clean_error, huge_png_bytes, load_json, run_mspn
 
 GOOD_IMAGE = COCO_SAMPLE / "000000000785.jpg"  # 640x425, one person
 GOOD_BOX = [280.79, 44.73, 218.7, 346.68]
@@ -35,17 +33,6 @@ ROOT_SKIP_REASON = "running as root: file permissions are not enforced, so this 
 
 
 # --------------------------------------------------------------------------- test data
-
-
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
-
-
-def huge_png_bytes(width: int = 100_000, height: int = 100_000) -> bytes:
-    """A well-formed PNG header (valid CRCs) that claims a 10-gigapixel RGB image."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    # A few compressed scanline bytes: a decoder that trusts the header would allocate 30 GB first.
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + _png_chunk(b"IEND", b"")
 
 
 class _RunsShellOnUnpickle:
@@ -411,84 +398,3 @@ def test_sigint_mid_run_flushes_finished_results(assets: Assets, tmp_path: Path)
     assert "Traceback" not in stderr, stderr
     records = load_json(out)
     assert isinstance(records, list) and 1 <= len({r["image_id"] for r in records}) < 6
-
-
-# --------------------------------------------------------------------------- fuzzing (slow)
-
-
-def _json_values():
-    from hypothesis import strategies as st
-
-    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False) | st.text(max_size=8)
-    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                        max_leaves=20)
-
-
-def _detection_like_entries():
-    """Lists of dicts whose keys are the ones parse_detections reads, with values of any type."""
-    from hypothesis import strategies as st
-
-    value = _json_values()
-    # JSON integers have no size limit: 1 followed by 400 zeros is valid and does not fit a float.
-    number = st.integers(-10**20, 10**20) | st.integers(10**308, 10**400) | st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False)
-    bbox = st.lists(number, min_size=0, max_size=6) | value
-    entry = st.fixed_dictionaries(
-        {},
-        optional={"image_id": number | value, "file_name": st.text(max_size=12) | value, "bbox": bbox,
-                  "score": number | value, "category_id": number | value},
-    )
-    return st.lists(entry, max_size=5)
-
-
-@pytest.mark.slow
-def test_fuzz_decode_image_bytes_raises_only_input_error():
-    pytest.importorskip("hypothesis")
-    import cv2
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis import strategies as st
-
-    from mspn_cli.errors import InputError
-    from mspn_cli.io.sources import decode_image_bytes
-
-    # Mutations of real headers reach deeper into the decoders than uniform random bytes.
-    seeds = [GOOD_IMAGE.read_bytes()[:4096], huge_png_bytes(), cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes(),
-             cv2.imencode(".bmp", np.zeros((4, 4, 3), np.uint8))[1].tobytes()]
-
-    @st.composite
-    def mutated(draw):
-        data = bytearray(draw(st.sampled_from(seeds)))
-        for _ in range(draw(st.integers(0, 8))):
-            position = draw(st.integers(0, len(data) - 1))
-            data[position] = draw(st.integers(0, 255))
-        return bytes(data[: draw(st.integers(0, len(data)))])
-
-    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(st.binary(max_size=2048) | mutated())
-    def check(data):
-        try:
-            image = decode_image_bytes(data, "fuzz.jpg")
-        except InputError:
-            return
-        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
-
-    check()
-
-
-@pytest.mark.slow
-def test_fuzz_parse_detections_raises_only_input_error():
-    pytest.importorskip("hypothesis")
-    from hypothesis import HealthCheck, example, given, settings
-
-    from mspn_cli.io.detections import parse_detections
-    from mspn_cli.errors import InputError
-
-    @settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(_json_values() | _detection_like_entries())
-    @example([{"image_id": 1, "bbox": [0, 0, 10**400, 5], "score": 1.0}])  # what the fuzzer found first
-    def check(data):
-        try:
-            parse_detections(data, "fuzz.json")
-        except InputError:
-            pass
-
-    check()
