@@ -57,7 +57,7 @@ def load_network(model_name: str, weights_config, weights: Optional[str], progre
     """Build a network and load weights into it strictly. Returns (model, weights path, sha256)."""
     from mspn_cli.runtime.megengine_backend import use_device
     from mspn_cli.models import build_model
-    from mspn_cli.weights.store import load_checkpoint, load_weights_into, resolve_weights, sha256_file
+    from mspn_cli.weights import load_checkpoint, load_weights_into, resolve_weights, sha256_file
 
     started = time.perf_counter()
     path = resolve_weights(weights, weights_config, progress=progress)

@@ -163,7 +163,7 @@ def check_backends() -> Dict[str, Any]:
 
 
 def check_weights() -> Dict[str, Any]:
-    from mspn_cli.weights.store import cached_path, known_weights, mspn_home, sha256_file
+    from mspn_cli.weights import cached_path, known_weights, mspn_home, sha256_file
 
     report: Dict[str, Any] = {"home": str(mspn_home()), "models": [], "problem": None}
     try:

@@ -95,7 +95,7 @@ def export_command(
     from mspn_cli.export.graph_cache import atomic_write_bytes
     from mspn_cli.export.onnx_export import export_onnx_model, verify_onnx
     from mspn_cli.config import load_detector_config, load_pose_config
-    from mspn_cli.pipeline import load_network
+    from mspn_cli.runtime.network import load_network
     from mspn_cli.io.writers import check_output_path
 
     fmt = fmt.strip().lower()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -16,6 +14,7 @@ from mspn_cli.cli.app import app
 from mspn_cli.cli.common import console_err, guarded, warn
 from mspn_cli.io.jsonio import read_json_file
 from mspn_cli.errors import InputError, OutputError
+from mspn_cli.io.writers import write_bytes_atomic
 from mspn_cli.visualize import draw_records, records_to_arrays, to_bgr8
 
 JPEG_QUALITY = 95
@@ -155,51 +154,10 @@ def write_image_atomic(path: Path, image: np.ndarray, overwrite: bool) -> None:
     if not ok:
         raise OutputError(f"cannot write {path}: unsupported image extension {suffix or '(none)'!r}; use .jpg or .png")
 
-    directory = path.parent
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        write_bytes_atomic(path, encoded.tobytes(), overwrite=overwrite)
     except OSError as exc:
-        raise OutputError(f"cannot write to {directory}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(encoded.tobytes())
-        # mkstemp creates 0600 files; give the image the permissions a plain write would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)
-        if overwrite:
-            os.replace(tmp_name, path)
-        else:
-            _move_no_clobber(tmp_name, path)
-    except OSError as exc:
-        _remove_quietly(tmp_name)
-        if isinstance(exc, FileExistsError):
-            raise OutputError(f"{path} already exists; pass --overwrite to replace it") from None
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        _remove_quietly(tmp_name)
-        raise
-
-
-def _move_no_clobber(tmp_name: str, path: Path) -> None:
-    # A hard link fails if the target appeared since the exists() check; os.replace would not.
-    try:
-        os.link(tmp_name, path)
-    except FileExistsError:
-        raise
-    except OSError:  # file systems without hard links
-        if path.exists():
-            raise FileExistsError(str(path)) from None
-        os.replace(tmp_name, path)
-        return
-    os.unlink(tmp_name)
-
-
-def _remove_quietly(name: str) -> None:
-    try:
-        os.unlink(name)
-    except OSError:
-        pass
 
 
 def _basename(name: Any) -> Optional[str]:

@@ -14,7 +14,8 @@ from mspn_cli.cli.app import app
 from mspn_cli.cli.common import console_err, fail, guarded
 from mspn_cli.config import WeightsConfig
 from mspn_cli.errors import EXIT_PARTIAL, UsageError, WeightsError
-from mspn_cli.weights.store import (
+from mspn_cli.cli.progress import download_progress
+from mspn_cli.weights import (
     DEFAULT_TIMEOUT,
     cached_path,
     download_file,
@@ -38,6 +39,7 @@ MODEL_NAMES_HELP = "mspn_4stage or retinanet_res50_coco_3x_800size"
 
 
 def _weights_config(model: str) -> WeightsConfig:
+    """The packaged config's weights entry of `model`; an unknown name is a usage error."""
     for name, wcfg in known_weights():
         if name == model:
             return wcfg
@@ -117,7 +119,7 @@ def download(
                 console_err.print(f"{name}: already cached", highlight=False)
         else:
             download_file(
-                url or wcfg.url, destination, expected_sha256=wcfg.sha256, progress=not quiet, timeout=timeout
+                url or wcfg.url, destination, expected_sha256=wcfg.sha256, progress=download_progress(quiet), timeout=timeout
             )
             if not quiet:
                 console_err.print(f"{name}: saved ({format_size(destination.stat().st_size)})", highlight=False)

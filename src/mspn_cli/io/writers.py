@@ -23,6 +23,7 @@ from mspn_cli.errors import OutputError
 __all__ = [
     "check_output_path",
     "atomic_write",
+    "write_bytes_atomic",
     "write_json_atomic",
     "write_image_atomic",
     "JsonlWriter",
@@ -46,27 +47,58 @@ def check_output_path(path: Union[str, Path], overwrite: bool = False, what: str
 
 
 @contextmanager
-def atomic_write(path: Union[str, Path], mode: str = "w") -> Iterator[IO]:
-    """Open a temporary file next to `path`; rename it over `path` only on success."""
+def atomic_write(path: Union[str, Path], mode: str = "w", *, overwrite: bool = True, fsync: bool = True) -> Iterator[IO]:
+    """Open a temporary file next to `path`; move it to `path` only when the block succeeds.
+
+    The project's one temp-file-and-rename: outputs, downloads, weights and graphs all
+    use it. With `overwrite=False` an existing `path` (even one that appeared meanwhile)
+    is left alone and OutputError is raised. `fsync` makes the bytes durable before the
+    rename, so a crash never leaves a complete-looking but empty file.
+    """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if fsync:
+                os.fsync(handle.fileno())
         os.chmod(tmp_name, 0o666 & ~_current_umask())  # mkstemp creates 0600; use the usual mode
-        os.replace(tmp_name, path)
+        if overwrite:
+            os.replace(tmp_name, path)
+        else:
+            _move_no_clobber(tmp_name, path)
     except BaseException:
         try:
             os.unlink(tmp_name)
         except OSError:
             pass
         raise
+
+
+def _move_no_clobber(tmp_name: str, path: Path) -> None:
+    # A hard link fails if the target appeared since any earlier check; os.replace would not.
+    try:
+        os.link(tmp_name, path)
+    except FileExistsError:
+        raise OutputError(f"{path} already exists; pass --overwrite to replace it") from None
+    except OSError:  # file systems without hard links
+        if path.exists():
+            raise OutputError(f"{path} already exists; pass --overwrite to replace it") from None
+        os.replace(tmp_name, path)
+        return
+    os.unlink(tmp_name)
+
+
+def write_bytes_atomic(path: Union[str, Path], data: bytes, *, overwrite: bool = True) -> Path:
+    """`data` to `path` through `atomic_write`; returns the path."""
+    with atomic_write(path, "wb", overwrite=overwrite) as handle:
+        handle.write(data)
+    return Path(path)
 
 
 def _current_umask() -> int:
