@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to ../shared data, generated weights, CLI runner."""
+"""Shared fixtures: paths to the vendored test data (tests/data), generated weights, CLI runner."""
 
 from __future__ import annotations
 
@@ -10,14 +10,15 @@ import sys
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MSPN_SHARED", REPO.parent / "shared")).resolve()
-DATA = SHARED / "data"
+# Everything the suite reads is inside the repository; tests/data/SOURCES.md gives each file's origin.
+DATA = REPO / "tests" / "data"
 IMAGES = DATA / "images"
 COCO_SAMPLE = DATA / "coco_sample"
-REFERENCE = SHARED / "reference"
+REFERENCE = DATA / "reference"
 
 # Generated weights are expensive (MSPN is ~283 MB); keep them across runs in the checkout.
 WEIGHTS_CACHE = Path(os.environ.get("MSPN_TEST_CACHE", REPO / ".mspn_test_cache"))
@@ -36,6 +37,24 @@ def _generate(model_name: str, filename: str, seed: int) -> Path:
 
 
 SLOW_FOLDER = Path(__file__).resolve().parent / "slow"
+PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+_closed_port_socket = None
+
+
+def pytest_configure(config):
+    """No test reaches the internet: every proxy variable points at a port of 127.0.0.1 that
+    refuses connections (bound by this process, never listening, so no one else can take it),
+    and only 127.0.0.1 is reached directly, for the servers tests start themselves. urllib,
+    in this process and in every `mspn` child, then fails at once for any other host."""
+    global _closed_port_socket
+    import socket
+
+    _closed_port_socket = socket.socket()
+    _closed_port_socket.bind(("127.0.0.1", 0))
+    refusing = f"http://127.0.0.1:{_closed_port_socket.getsockname()[1]}"
+    for name in PROXY_VARIABLES:
+        os.environ[name] = refusing
+    os.environ["no_proxy"] = os.environ["NO_PROXY"] = "127.0.0.1,localhost"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -55,6 +74,57 @@ def mspn_weights() -> Path:
 def detector_weights() -> Path:
     """Seeded random RetinaNet weights in the official pickle format (tests only)."""
     return _generate("retinanet_res50_coco_3x_800size", "retinanet_random_seed0.pkl", seed=1)
+
+
+def _constant_head_detector(detector_weights: Path, filename: str, person_logit: float) -> Path:
+    """The random detector with a constant classification head and zero box offsets.
+
+    Every anchor's person logit is `person_logit` and every other class's is -30, whatever
+    the image, and boxes are the anchors themselves: what is found does not depend on the
+    CPU's float kernels, only on the detector's own plumbing (anchors, NMS, caps).
+    """
+    import pickle
+
+    from tests.weightgen import write_official_pickle
+
+    path = WEIGHTS_CACHE / filename
+    if not path.exists():
+        with open(detector_weights, "rb") as handle:  # written by tests/weightgen.py: trusted
+            state = pickle.load(handle)
+        bias = np.full_like(state["head.cls_score.bias"], -30.0)
+        num_anchors = bias.size // 80  # channels are anchor-major: channel = anchor * 80 + class
+        bias.reshape(-1)[np.arange(num_anchors) * 80] = person_logit
+        state["head.cls_score.bias"] = bias
+        state["head.cls_score.weight"] = np.zeros_like(state["head.cls_score.weight"])
+        state["head.bbox_pred.bias"] = np.zeros_like(state["head.bbox_pred.bias"])
+        state["head.bbox_pred.weight"] = np.zeros_like(state["head.bbox_pred.weight"])
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        write_official_pickle(state, tmp)
+        tmp.replace(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def eager_detector_weights(detector_weights) -> Path:
+    """A detector that finds a person (score 1.0) at every anchor of every image."""
+    return _constant_head_detector(detector_weights, "retinanet_person_everywhere.pkl", person_logit=30.0)
+
+
+@pytest.fixture(scope="session")
+def blind_detector_weights(detector_weights) -> Path:
+    """A detector that never finds anything (every score is sigmoid(-30))."""
+    return _constant_head_detector(detector_weights, "retinanet_blind_constant_head.pkl", person_logit=-30.0)
+
+
+@pytest.fixture(scope="session")
+def large_image(tmp_path_factory) -> Path:
+    """A 1853x2638 photo without people, made from the small vendored copy (big files stay out of git)."""
+    import cv2
+
+    small = cv2.imread(str(IMAGES / "no_person_pen_463x659.jpg"), cv2.IMREAD_COLOR)
+    path = tmp_path_factory.mktemp("large") / "no_person_pen_large_1853x2638.jpg"
+    cv2.imwrite(str(path), cv2.resize(small, (1853, 2638), interpolation=cv2.INTER_CUBIC))
+    return path
 
 
 @pytest.fixture()

@@ -63,7 +63,7 @@ def test_oracle_network_scores_near_perfect_ap(tmp_path, oracle, annotations, se
     run = coco.run_keypoint_eval(oracle_estimator(oracle, batch_size=16), annotations, selection, tmp_path / "r.json")
     report = coco.evaluate_keypoints(annotations, run.records)
     assert oracle.misses == before, "the oracle did not recognise some crops"
-    assert len(run.records) == 96 and run.missing_images == []
+    assert len(run.records) == 25 and run.missing_images == []
     # Official record fields; the detector box is kept under a name pycocotools ignores.
     first = load_json(tmp_path / "r.json")[0]
     assert {"image_id", "category_id", "keypoints", "score", "det_bbox"} <= set(first) and "bbox" not in first
@@ -174,13 +174,13 @@ def test_without_dets_the_detector_runs_once_and_its_boxes_are_cached(tmp_path, 
                             tmp_path / "s.json")
     assert first.exit_code == 0, first.output
     cached = tmp_path / "det_dets.json"
-    assert len(load_json(cached)) == 96 and len(calls) == 20
+    assert len(load_json(cached)) == 25 and len(calls) == 7
     assert load_json(tmp_path / "s.json")["stats"]["AP"] >= 0.95
     # Without the results (but with the cached boxes) the next run skips the detector.
     results.unlink()
     second = cli_with_oracle("eval-coco", "--ann", ANN, "--images", COCO_SAMPLE, "--results", results)
     assert second.exit_code == 0, second.output
-    assert "reusing detections" in second.output and len(calls) == 20
+    assert "reusing detections" in second.output and len(calls) == 7
     again = cli_with_oracle("eval-coco", "--ann", ANN, "--images", COCO_SAMPLE, "--results", results, "--overwrite")
     assert again.exit_code == 0, again.output
     assert "reusing detections" not in again.output and len(calls) == 40
@@ -256,7 +256,7 @@ def test_merge_results_cli(tmp_path, oracle, annotations, selection):
     assert "missing shard(s) 1/2" in proc.stderr and not (tmp_path / "lonely.json").exists()
     run_mspn("merge-results", *parts, "-o", tmp_path / "all.json", "--ann", ANN, "--summary", tmp_path / "s.json", check=True)
     assert load_json(tmp_path / "s.json")["stats"]["AP"] >= 0.95
-    assert len(load_json(tmp_path / "all.json")) == 96
+    assert len(load_json(tmp_path / "all.json")) == 25
     proc = run_mspn("merge-results", *parts, parts[0], "-o", tmp_path / "dup.json")
     assert_clean_error(proc, code=3)
     assert "given twice" in proc.stderr

@@ -1,4 +1,4 @@
-"""End-to-end runs of the real `mspn keypoints` on the shared images, with given boxes."""
+"""End-to-end runs of the real `mspn keypoints` on the vendored images (tests/data), with given boxes."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ def test_missing_input_and_unmatched_image(tmp_path, mspn_weights):
     assert_clean_error(proc, code=3)
     assert "nope.jpg" in proc.stderr
     # An image the boxes file does not mention is a failure for that image, not a crash.
-    proc = run_mspn("keypoints", IMAGES / "astronaut_single_person.png", "--boxes", DETS, "--weights", mspn_weights,
+    proc = run_mspn("keypoints", IMAGES / "cyclists_crowd_usgov.jpg", "--boxes", DETS, "--weights", mspn_weights,
                     "--json", "-", "--backend", "megengine")
     assert_clean_error(proc, code=3)
     assert "no boxes" in proc.stderr

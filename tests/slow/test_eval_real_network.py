@@ -66,7 +66,7 @@ def test_real_network_run_writes_all_ten_stats(reference_run):
     assert settings["flip"] is True and settings["decoder"] == "official (quirk-faithful)"
     assert len(settings["weights_sha256"]) == 64 and settings["box_source"].endswith("person_dets_noisy.json")
     assert counts["images"] == 2 and counts["detections_used"] == 2 and counts["instances"] == 2
-    assert counts["detections_dropped_unknown_image"] == 97 and counts["missing_images"] == 0
+    assert counts["detections_dropped_unknown_image"] == 24 and counts["missing_images"] == 0
     assert len(load_json(results)) == 2 and results.with_name("reference.eval.log").exists()
 
 

@@ -44,7 +44,7 @@ def annotations():
 
 def test_sample_detections_are_all_used_and_converted_to_xyxy_float32(annotations):
     selection = coco.select_person_detections(coco.load_detections(DETS), annotations.image_ids)
-    assert (selection.total, selection.used, selection.dropped_not_person, selection.dropped_unknown_image) == (96, 96, 0, 0)
+    assert (selection.total, selection.used, selection.dropped_not_person, selection.dropped_unknown_image) == (25, 25, 0, 0)
     first = json.loads(DETS.read_text())[0]
     x, y, w, h = first["bbox"]
     boxes = selection.boxes[first["image_id"]]
@@ -57,7 +57,7 @@ def test_detections_keep_file_order_within_an_image(annotations):
     selection = coco.select_person_detections(coco.load_detections(DETS_NOISY), annotations.image_ids)
     entries = [d for d in json.loads(DETS_NOISY.read_text()) if d["image_id"] == 329323]
     np.testing.assert_allclose(selection.scores[329323], [d["score"] for d in entries], rtol=1e-6)
-    assert selection.used == 99
+    assert selection.used == 26
 
 
 GOOD = {"image_id": 785, "category_id": 1, "bbox": [10.0, 20.0, 30.0, 40.0], "score": 0.9}
@@ -124,9 +124,9 @@ def test_unknown_images_and_other_categories_are_dropped_and_counted(tmp_path, a
 
 
 def test_annotations_load_sorted_ids_and_file_names(annotations):
-    assert len(annotations.image_ids) == 20 and annotations.image_ids == sorted(annotations.image_ids)
+    assert len(annotations.image_ids) == 7 and annotations.image_ids == sorted(annotations.image_ids)
     assert annotations.image_path(785) == COCO_SAMPLE / "000000000785.jpg"
-    assert annotations.num_instances == 72 and annotations.num_keypoints == 17
+    assert annotations.num_instances == 22 and annotations.num_keypoints == 17
 
 
 def test_missing_annotation_file_is_an_input_error(tmp_path):
@@ -179,7 +179,7 @@ def test_ground_truth_as_results_scores_one_on_all_ten_stats(annotations):
     report = coco.evaluate_keypoints(annotations, results)
     assert list(report.stats) == list(coco.STAT_NAMES)
     assert report.stats == {name: 1.0 for name in coco.STAT_NAMES}
-    assert "Average Precision" in report.log and report.num_results == 72
+    assert "Average Precision" in report.log and report.num_results == 22
 
 
 def test_evaluation_from_a_file_ignores_extra_fields_and_does_not_mutate(tmp_path):
@@ -256,16 +256,16 @@ def selection(annotations):
 
 def test_interrupted_and_resumed_run_writes_the_same_file(tmp_path, annotations, selection):
     reference = coco.run_keypoint_eval(FakeEstimator(), annotations, selection, tmp_path / "ref.json", settings={"s": 1})
-    assert reference.processed_images == 20 and not coco.checkpoint_path_for(tmp_path / "ref.json").exists()
+    assert reference.processed_images == 7 and not coco.checkpoint_path_for(tmp_path / "ref.json").exists()
 
     target = tmp_path / "run.json"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        coco.run_keypoint_eval(FakeEstimator(fail_after=7), annotations, selection, target, settings={"s": 1})
+        coco.run_keypoint_eval(FakeEstimator(fail_after=3), annotations, selection, target, settings={"s": 1})
     checkpoint = coco.checkpoint_path_for(target)
-    assert not target.exists() and len(checkpoint.read_text().splitlines()) == 1 + 7
+    assert not target.exists() and len(checkpoint.read_text().splitlines()) == 1 + 3
     resumed_estimator = FakeEstimator()
     resumed = coco.run_keypoint_eval(resumed_estimator, annotations, selection, target, settings={"s": 1})
-    assert resumed.resumed_images == 7 and resumed.processed_images == 13 and len(resumed_estimator.seen) == 13
+    assert resumed.resumed_images == 3 and resumed.processed_images == 4 and len(resumed_estimator.seen) == 4
     assert target.read_bytes() == (tmp_path / "ref.json").read_bytes()
     assert not checkpoint.exists()
 
@@ -279,7 +279,7 @@ def test_torn_checkpoint_line_is_dropped(tmp_path, annotations, selection):
     # SIGKILL in the middle of writing line 5: half a line, no newline.
     checkpoint.write_bytes(b"".join(lines[:5]) + lines[5][: len(lines[5]) // 2])
     run = coco.run_keypoint_eval(FakeEstimator(), annotations, selection, target, settings={"s": 1})
-    assert run.resumed_images == 4 and run.processed_images == 16
+    assert run.resumed_images == 4 and run.processed_images == 3
     reference = coco.run_keypoint_eval(FakeEstimator(), annotations, selection, tmp_path / "ref.json", settings={"s": 1})
     assert target.read_bytes() == reference.results_path.read_bytes()
 
@@ -291,7 +291,7 @@ def test_checkpoint_with_other_settings_is_refused_unless_no_resume(tmp_path, an
     with pytest.raises(UsageError, match="different settings .*flip.*--no-resume"):
         coco.run_keypoint_eval(FakeEstimator(), annotations, selection, target, settings={"flip": False})
     run = coco.run_keypoint_eval(FakeEstimator(), annotations, selection, target, settings={"flip": False}, resume=False)
-    assert run.resumed_images == 0 and run.processed_images == 20
+    assert run.resumed_images == 0 and run.processed_images == 7
 
 
 def test_missing_images_are_skipped_counted_and_retried_on_resume(tmp_path, annotations, selection):
@@ -334,7 +334,7 @@ def test_merged_shards_equal_the_single_run(tmp_path, shard_files, annotations):
     coco.write_results(tmp_path / "merged.json", merged.records)
     assert (tmp_path / "merged.json").read_bytes() == single.read_bytes()
     assert merged.count == 3 and merged.image_ids == annotations.image_ids
-    assert merged.counts["detections_used"] == 99
+    assert merged.counts["detections_used"] == 26
 
 
 def test_merge_refuses_a_missing_shard(shard_files):
