@@ -18,6 +18,7 @@ else:
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_POSE_CONFIG = CONFIG_DIR / "mspn_4stage_coco_256x192.toml"
 DEFAULT_DETECTOR_CONFIG = CONFIG_DIR / "retinanet_res50_coco_3x_800size.toml"
+DEFAULT_EVAL_CONFIG = CONFIG_DIR / "coco_eval.toml"
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class DetectorPostprocessConfig:
     score_thr: float = 0.05
     nms_thr: float = 0.5
     max_dets: int = 100
+    person_thr: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,39 @@ class DetectorConfig:
     preprocess: DetectorPreprocessConfig
     anchors: AnchorConfig
     postprocess: DetectorPostprocessConfig = field(default_factory=DetectorPostprocessConfig)
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class CocoLayoutConfig:
+    """Paths inside a COCO folder, and the default results file of eval-coco."""
+
+    annotations: str
+    images: str
+    results: str
+
+
+@dataclass(frozen=True)
+class PublishedStatsConfig:
+    """A published row of the 10 COCO keypoint stats, in pycocotools' order."""
+
+    model: str
+    AP: float
+    AP50: float
+    AP75: float
+    APm: float
+    APl: float
+    AR: float
+    AR50: float
+    AR75: float
+    ARm: float
+    ARl: float
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    dataset: CocoLayoutConfig
+    published: PublishedStatsConfig
     source: str = ""
 
 
@@ -196,6 +231,13 @@ def load_detector_config(path: Optional[Union[str, Path]] = None) -> DetectorCon
     pre = config.preprocess
     if not (32 <= pre.short_side <= pre.max_side <= 4096):
         raise ConfigError(f"{path}: need 32 <= short_side <= max_side <= 4096")
+    return dataclasses.replace(config, source=str(path))
+
+
+def load_eval_config(path: Optional[Union[str, Path]] = None) -> EvalConfig:
+    """Load the COCO evaluation config; the packaged default when `path` is None."""
+    path = Path(path) if path else DEFAULT_EVAL_CONFIG
+    config = _build(EvalConfig, _read_toml(path), "")
     return dataclasses.replace(config, source=str(path))
 
 

@@ -12,8 +12,10 @@ EXIT_USAGE = 2  # Typer/Click's own code for bad options, reused for bad argumen
 EXIT_INPUT = 3  # nothing could be processed: missing/corrupt inputs, malformed JSON
 EXIT_WEIGHTS = 4  # weights or model unavailable, corrupt, foreign or unsafe
 EXIT_CONFIG = 5  # a config file is missing or invalid
-EXIT_INTERNAL = 70  # a bug in mspn-cli (EX_SOFTWARE); the message asks for a report
-EXIT_INTERRUPTED = 130  # Ctrl-C, after flushing what was done
+EXIT_INTERNAL = 70  # a bug in mspn-cli (EX_SOFTWARE), or a graph the exporter cannot convert (ExportError)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), after flushing what was done
+# SIGTERM (Slurm, Kubernetes, `timeout`) exits 143 and SIGHUP 129: 128 + the signal
+# number, as shells report it, after the same orderly stop as Ctrl-C.
 
 
 class MspnError(Exception):
@@ -50,3 +52,39 @@ class OutputError(MspnError):
     """An output cannot be written (missing folder, read-only, would overwrite)."""
 
     exit_code = EXIT_INPUT
+
+
+class ExportError(MspnError):
+    """A network could not be traced or converted, or its exported graph does not reproduce MegEngine.
+
+    Not a usage error (the options were fine) and not the user's input: it is what the
+    exporter could not do, an operator it does not support or a converter bug. It exits
+    with EXIT_INTERNAL (70, EX_SOFTWARE), and its message names a backend that runs the
+    network anyway (megengine, mge-lite). `--backend auto` falls back by itself.
+    """
+
+    exit_code = EXIT_INTERNAL
+
+
+class UnsupportedOperatorError(ExportError):
+    """The graph contains an operator (or operator mode) the ONNX converter cannot express."""
+
+
+class OutputExistsError(MspnError):
+    """An output file exists and --overwrite was not given, or an output would replace an input."""
+
+    exit_code = EXIT_USAGE
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, SIGTERM or SIGHUP: stop in order, keep what is finished, exit 128 + signal."""
+
+    def __init__(self, signum: int = 2):
+        super().__init__(signum)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+def interrupt_exit_code(exc: BaseException) -> int:
+    """The exit code of an interruption: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
+    return getattr(exc, "exit_code", EXIT_INTERRUPTED)

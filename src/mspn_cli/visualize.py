@@ -318,3 +318,10 @@ def _draw_label(canvas: np.ndarray, box: np.ndarray, text: str, color: Tuple[int
     luminance = 0.114 * color[0] + 0.587 * color[1] + 0.299 * color[2]
     text_color = (20, 20, 20) if luminance > 128 else (245, 245, 245)
     cv2.putText(canvas, text, (x + pad, y + pad // 2 + text_h), font, font_scale, text_color, thickness, cv2.LINE_AA)
+
+
+def draw_boxes(image_bgr: np.ndarray, boxes: np.ndarray, scores: Optional[np.ndarray] = None) -> np.ndarray:
+    """A copy of `image_bgr` with person boxes (and their scores) drawn, no skeletons."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    empty = np.zeros((len(boxes), NUM_KEYPOINTS, 3), np.float64)
+    return draw_poses(image_bgr, empty, boxes, scores)

@@ -25,7 +25,7 @@ def test_oracle_heatmaps_through_keypoints_pipeline_reach_ap_095():
 
     oracle = OracleBackend.from_coco(ANN, DETS, COCO_SAMPLE)
     estimator = PoseEstimator(backend=oracle, batch_size=7)  # odd size: chunks cross image borders
-    dets = load_detections(DETS)
+    dets = load_detections(DETS, require_coco_fields=True)
     images = {img["id"]: img["file_name"] for img in json.loads(ANN.read_text())["images"]}
 
     def items():

@@ -92,4 +92,7 @@ def _configure_logging(verbose: int, log_file: Optional[Path]) -> None:
 
 
 def main() -> None:
+    from mspn_cli.cli.common import install_stop_signals
+
+    install_stop_signals()
     app()

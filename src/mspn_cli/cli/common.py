@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from mspn_cli.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, MspnError
+from mspn_cli.errors import EXIT_INTERNAL, Interrupted, MspnError, interrupt_exit_code
 
 # Everything human-readable goes to stderr so stdout stays clean for JSON.
 console_err = Console(stderr=True, highlight=False, no_color=True if os.environ.get("NO_COLOR") else None)
@@ -38,9 +38,9 @@ def guarded(command: F) -> F:
         except MspnError as exc:
             fail(str(exc))
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             fail("interrupted")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+            raise typer.Exit(interrupt_exit_code(exc)) from None
         except BrokenPipeError:
             # `mspn ... --json - | head`: the reader went away; not our error.
             _quiet_stdout()
@@ -74,7 +74,8 @@ import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import List, Optional, Tuple  # noqa: E402
 
-from mspn_cli.errors import EXIT_OK, EXIT_PARTIAL, InputError, UsageError  # noqa: E402
+from mspn_cli.cli.options import parse_det_size  # noqa: E402,F401 - re-exported for commands
+from mspn_cli.errors import EXIT_OK, EXIT_PARTIAL, InputError  # noqa: E402
 
 
 @dataclass
@@ -84,6 +85,7 @@ class BatchReport:
     images: int = 0
     persons: int = 0
     failures: List[Tuple[str, str]] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)  # not failures: said once, after the summary
     started: float = field(default_factory=time.perf_counter)
 
     def fail(self, path: str, reason: str) -> None:
@@ -112,6 +114,8 @@ class BatchReport:
                 f"[green]done:[/green] {self.images} image(s), {self.persons} {noun}, "
                 f"{len(self.failures)} failed, {elapsed:.1f} s ({rate:.2f} images/s)"
             )
+        for note in self.notes:
+            warn(note)
         for path, reason in self.failures:
             fail(f"{path}: {reason}" if not reason.startswith(path) else reason)
 
@@ -135,21 +139,21 @@ def make_progress(total: Optional[int], quiet: bool, description: str):
     return progress, task
 
 
-def parse_det_size(text: Optional[str]) -> Optional[Tuple[int, int]]:
-    """'800' -> (800, 1333 scaled); '512,853' -> (512, 853)."""
-    if text is None:
-        return None
-    parts = [p.strip() for p in str(text).split(",")]
-    try:
-        values = [int(p) for p in parts if p]
-    except ValueError:
-        raise UsageError(f"--det-size must be SHORT or SHORT,MAX in pixels, got '{text}'") from None
-    if len(values) == 1:
-        short = values[0]
-        values = [short, int(round(short * 1333 / 800))]
-    if len(values) != 2:
-        raise UsageError(f"--det-size must be SHORT or SHORT,MAX in pixels, got '{text}'")
-    short, longest = values
-    if not (32 <= short <= longest <= 4096):
-        raise UsageError(f"--det-size must satisfy 32 <= SHORT <= MAX <= 4096, got '{text}'")
-    return short, longest
+def install_stop_signals() -> None:
+    """SIGTERM and SIGHUP stop a run as Ctrl-C does: finished work is kept, temp files removed.
+
+    Slurm, Kubernetes, `timeout` and systemd stop jobs with SIGTERM, not SIGINT.
+    """
+    import signal
+
+    def stop(signum, _frame):
+        raise Interrupted(signum)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), stop)
+
+
+def report_interrupted(exc: BaseException, finished: int, noun: str = "image(s)") -> None:
+    """The one line after an orderly stop; the caller exits with interrupt_exit_code(exc)."""
+    console_err.print(f"[yellow]interrupted[/yellow] after {finished} {noun}; finished results were written")

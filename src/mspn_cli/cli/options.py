@@ -1,12 +1,38 @@
-"""Options shared by several commands, declared once."""
+"""The catalogue of options: each is declared here once and means the same in every command.
+
+Commands take these as parameter defaults and turn the network-related ones into one
+`RunSettings` with `run_settings(...)`; nothing below the CLI sees an option value
+other than through that object.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 import typer
 
+from mspn_cli.errors import UsageError
+from mspn_cli.settings import RunSettings
+
+
+def parse_det_size(text: Optional[str]) -> Optional[Tuple[int, int]]:
+    """'800' -> (800, 1333 scaled); '512,853' -> (512, 853). Range checked by RunSettings."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = [int(p) for p in parts if p]
+    except ValueError:
+        raise UsageError(f"--det-size must be SHORT or SHORT,MAX in pixels, got '{text}'") from None
+    if len(values) == 1:
+        values = [values[0], int(round(values[0] * 1333 / 800))]
+    if len(values) != 2:
+        raise UsageError(f"--det-size must be SHORT or SHORT,MAX in pixels, got '{text}'")
+    return values[0], values[1]
+
+
+# -- networks (become RunSettings) ---------------------------------------------
 WEIGHTS = typer.Option(
     None, "--weights", help="MSPN weights: a path, a file:// or http(s):// URL. Default: the official file, downloaded once to $MSPN_HOME."
 )
@@ -26,11 +52,45 @@ BACKEND = typer.Option(
 )
 BATCH_SIZE = typer.Option(None, "--batch-size", min=1, help="Persons per forward pass, across images (default from config: 8; x2 crops with flip).")
 FLIP = typer.Option(None, "--flip/--no-flip", help="Flip test: average with the mirrored crop (default from config: on).")
-QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar or summary; errors only.")
-OVERWRITE = typer.Option(False, "--overwrite", help="Replace existing output files.")
-FAIL_FAST = typer.Option(False, "--fail-fast", help="Stop at the first bad input instead of reporting it at the end.")
+BOX_THR = typer.Option(
+    None, "--box-thr", min=0.0, max=1.0,
+    help="Minimum person score, 0 to 1. Detected boxes: default 0.3 (0.05 keeps all the official detector keeps). Given --boxes: all are used unless set.",
+)
+MAX_PERSONS = typer.Option(None, "--max-persons", min=1, help="Keep at most this many persons per image, highest scores first (default: all).")
+
+# -- inputs ----------------------------------------------------------------------
+BOXES = typer.Option(
+    None, "--boxes",
+    help="Person boxes in COCO detection-results format (image_id or file_name, bbox [x,y,w,h], score). Without it, RetinaNet finds the persons.",
+)
 RECURSIVE = typer.Option(False, "--recursive", "-r", help="Look for images in sub-folders of folder inputs too.")
-KPT_THR = typer.Option(0.3, "--kpt-thr", help="Keypoint score threshold for drawing.")
+EVERY = typer.Option(1, "--every", min=1, help="Video: process every N-th frame.")
+FAIL_FAST = typer.Option(False, "--fail-fast", help="Stop at the first bad input instead of reporting it at the end.")
+
+# -- outputs ---------------------------------------------------------------------
+JSON_OUT = typer.Option(None, "--json", help="Write COCO results to this JSON file ('-' for stdout).")
+JSONL = typer.Option(False, "--jsonl", help="Stream one JSON line per image (or frame) to stdout as each finishes.")
+OVERWRITE = typer.Option(False, "--overwrite", help="Replace existing output files (an input is never replaced).")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar or summary; errors only.")
+KPT_THR = typer.Option(
+    0.3, "--kpt-thr", min=0.0, max=1.0,
+    help="Draw a joint when its confidence (heatmap peak / 255, 0 to 1) is above this.",
+)
+
+
+def run_settings(
+    *, weights: Optional[str] = None, config: Optional[Path] = None, detector_weights: Optional[str] = None,
+    detector_config: Optional[Path] = None, det_size: Optional[str] = None, device: str = "cpu",
+    backend: str = "auto", flip: Optional[bool] = None, batch_size: Optional[int] = None,
+    box_thr: Optional[float] = None, max_persons: Optional[int] = None, quiet: bool = False,
+) -> RunSettings:
+    """The options of a command, as the one settings object the library takes."""
+    return RunSettings(
+        weights=weights, config=optional_path(config), detector_weights=detector_weights,
+        detector_config=optional_path(detector_config), det_size=parse_det_size(det_size), device=device,
+        backend=backend, flip=flip, batch_size=batch_size, box_thr=box_thr, max_persons=max_persons,
+        progress=not quiet,
+    )
 
 
 def optional_path(value: Optional[Path]) -> Optional[str]:

@@ -18,10 +18,11 @@ from typing import IO, Any, Iterator, Optional, Union
 import cv2
 import numpy as np
 
-from mspn_cli.errors import OutputError
+from mspn_cli.errors import OutputError, OutputExistsError
 
 __all__ = [
     "check_output_path",
+    "refuse_output_onto_inputs",
     "atomic_write",
     "write_bytes_atomic",
     "write_json_atomic",
@@ -42,8 +43,30 @@ def check_output_path(path: Union[str, Path], overwrite: bool = False, what: str
     if not os.access(parent, os.W_OK):
         raise OutputError(f"cannot write {what} {path}: folder {parent} is not writable")
     if path.exists() and not overwrite:
-        raise OutputError(f"{what} {path} already exists; pass --overwrite to replace it")
+        raise OutputExistsError(f"{what} {path} already exists; pass --overwrite to replace it")
     return path
+
+
+def refuse_output_onto_inputs(outputs, inputs) -> None:
+    """No output of a run may be one of its inputs, with or without --overwrite."""
+    def identity(p):
+        p = Path(p)
+        try:
+            st = p.stat()
+            return ("inode", st.st_dev, st.st_ino)
+        except OSError:
+            return ("path", str(p.resolve()))
+
+    known = {}
+    for item in inputs:
+        if item is not None and str(item) != "-":
+            known.setdefault(identity(item), str(item))
+    for output in outputs:
+        if output is None or str(output) == "-":
+            continue
+        clash = known.get(identity(output))
+        if clash is not None:
+            raise OutputExistsError(f"output {output} is one of the inputs ({clash}); choose another output path")
 
 
 @contextmanager
