@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 import numpy as np
 
-from mspn_cli.io.detections import is_finite_number
+from mspn_cli.io.jsonio import is_finite_number
 from mspn_cli.io.jsonio import read_json_file
 from mspn_cli.errors import InputError, OutputError, UsageError
 
@@ -713,7 +713,7 @@ def run_person_detection(
     by_image: Dict[int, List[Dict[str, Any]]] = {}
     finished = 0
     for image_id, dets in detector.detect_many(items()):
-        by_image[image_id] = detection_records(dets, image_id)
+        by_image[image_id] = detection_records(dets.as_array(), image_id)
         finished += 1
         if on_progress:
             on_progress(finished, len(ids))

@@ -1,12 +1,18 @@
-"""Reading person detections in the COCO results format, with validation.
+"""The one reader of person-detection files (COCO detection-results format).
 
-Used by `mspn keypoints --boxes` and `mspn eval-coco --dets`: one clear error naming
-the first bad entry, instead of a crash deep inside the pipeline.
+`mspn keypoints --boxes` and `mspn eval-coco --dets` both read boxes through here; the
+one difference between them is explicit (`require_coco_fields`). A bad entry gives
+one clear error naming it, instead of a crash deep inside the pipeline.
+
+What the official test does with such a file (reference §2) holds for both: entries
+of another category are dropped (and counted) without looking at their box, and every
+person box is kept, with no score or size threshold: a box of width or height 0 is
+widened to the crop's aspect ratio by the box extension, so it is kept (and counted)
+too. A negative width or height is not a box at all and is refused.
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,96 +20,130 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
+from mspn_cli.detection.result import Detections
 from mspn_cli.errors import InputError
-from mspn_cli.io.jsonio import read_json_file
+from mspn_cli.io.jsonio import is_finite_number, is_json_int, json_type_name, read_json_file
 
-__all__ = ["DetectionSet", "load_detections", "parse_detections", "is_finite_number"]
+__all__ = ["DetectionSet", "load_detections", "parse_detections", "PERSON_CATEGORY_ID"]
+
+# COCO's category id of "person" (a fact of the file format, not a setting).
+PERSON_CATEGORY_ID = 1
 
 # A file this large is almost surely not a detections file meant for a single run;
 # json.load would hold it whole in memory.
 MAX_DETECTIONS_BYTES = 2 << 30
 
+# x, y, w, h as written in the file, then the score.
+BoxRow = Tuple[float, float, float, float, float]
+
 
 @dataclass
 class DetectionSet:
-    """Person boxes grouped by image id and by file name."""
+    """The person boxes of a detection file, grouped by image id and by file name, in file order."""
 
-    by_image_id: Dict[int, List[Tuple[List[float], float]]] = field(default_factory=lambda: defaultdict(list))
-    by_file_name: Dict[str, List[Tuple[List[float], float]]] = field(default_factory=lambda: defaultdict(list))
-    total: int = 0
-    non_person: int = 0
+    by_image_id: Dict[int, List[BoxRow]] = field(default_factory=lambda: defaultdict(list))
+    by_file_name: Dict[str, List[BoxRow]] = field(default_factory=lambda: defaultdict(list))
+    entries: int = 0  # every entry of the file
+    persons: int = 0  # person entries, all kept
+    non_person: int = 0  # entries of another category, dropped
+    zero_size: int = 0  # kept person boxes of width or height 0
 
     def boxes_for(self, image_id: Optional[int], file_name: Optional[str]) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-        """(boxes xyxy N x 4, scores N) for an image, or None when the file names it nowhere."""
-        entries = None
+        """(boxes xyxy N x 4 float32, scores N float32) of an image, or None when the file names it nowhere.
+
+        Entries with that `file_name` win over entries with that `image_id`.
+        """
+        rows = None
         if file_name is not None and file_name in self.by_file_name:
-            entries = self.by_file_name[file_name]
+            rows = self.by_file_name[file_name]
         elif image_id is not None and image_id in self.by_image_id:
-            entries = self.by_image_id[image_id]
-        if entries is None:
+            rows = self.by_image_id[image_id]
+        if rows is None:
             return None
-        # As the official dataset code: x + w in float64, then float32.
-        boxes = np.array([b for b, _ in entries], dtype=np.float64).reshape(-1, 4)
-        scores = np.array([s for _, s in entries], dtype=np.float32)
-        xyxy = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1).astype(np.float32)
-        return xyxy, scores
+        return _xyxy_and_scores(rows)
+
+    def detections_for(self, image_id: Optional[int], file_name: Optional[str] = None) -> Optional[Detections]:
+        """The same boxes as `boxes_for`, as the pipeline's `Detections`."""
+        found = self.boxes_for(image_id, file_name)
+        return None if found is None else Detections(*found)
 
     @property
     def image_ids(self) -> List[int]:
         return sorted(self.by_image_id)
 
 
-def is_finite_number(value: Any) -> bool:
-    """A JSON number usable as a float: not a bool, not NaN/inf, not an integer beyond float range."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    if isinstance(value, int):
-        return abs(value) <= 2**53  # larger JSON integers overflow or lose precision as floats
-    return math.isfinite(value)
+def _xyxy_and_scores(rows: List[BoxRow]) -> Tuple[np.ndarray, np.ndarray]:
+    # As the official dataset code: x + w in float64, then float32.
+    table = np.array(rows, dtype=np.float64).reshape(-1, 5)
+    xyxy = np.concatenate([table[:, :2], table[:, :2] + table[:, 2:4]], axis=1).astype(np.float32)
+    return xyxy, table[:, 4].astype(np.float32)
 
 
-def parse_detections(data: Any, source: str = "detections", person_only: bool = True) -> DetectionSet:
-    """Validate a decoded COCO detection-results list and group it by image."""
-    if isinstance(data, dict) and "annotations" in data and "images" in data:
-        raise InputError(f"{source} looks like a COCO annotation file, not a detection-results list")
+def _entry_problem(entry: Any, require_coco_fields: bool) -> Optional[str]:
+    """Why `entry` is not a detection, or None."""
+    if not isinstance(entry, dict):
+        return f"expected an object, got {json_type_name(entry)}"
+    required = ("image_id", "category_id", "bbox", "score") if require_coco_fields else ("bbox",)
+    for key in required:
+        if key not in entry:
+            return f"missing '{key}'"
+    if entry.get("image_id") is None and entry.get("file_name") is None:
+        return "it has neither image_id nor file_name"
+    # Without require_coco_fields, an entry named by file_name may have a null image_id.
+    id_keys = ("image_id", "category_id") if require_coco_fields or entry.get("image_id") is not None else ("category_id",)
+    for key in id_keys:
+        if key in entry and not is_json_int(entry[key]):
+            return f"{key} must be an integer, got {entry[key]!r}"
+    if entry.get("file_name") is not None and not isinstance(entry["file_name"], str):
+        return f"file_name must be a string, got {entry['file_name']!r}"
+    bbox = entry["bbox"]
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(is_finite_number(v) for v in bbox):
+        return f"bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}"
+    if "score" in entry and not is_finite_number(entry["score"]):
+        return f"score must be a finite number, got {entry['score']!r}"
+    if entry.get("category_id", PERSON_CATEGORY_ID) == PERSON_CATEGORY_ID and (bbox[2] < 0 or bbox[3] < 0):
+        return f"bbox has a negative width or height, got {bbox!r}"
+    return None
+
+
+def parse_detections(data: Any, source: str, *, require_coco_fields: bool) -> DetectionSet:
+    """Validate a decoded detection-results list and group its person boxes by image.
+
+    `require_coco_fields`: every entry carries image_id, category_id, bbox and score,
+    as the official COCO test reads them (`eval-coco --dets`). Otherwise an entry needs
+    a bbox and an image_id or a file_name; category_id defaults to person and score to 1
+    (`keypoints --boxes`, e.g. boxes written by hand).
+    """
+    if isinstance(data, dict) and "images" in data:
+        raise InputError(
+            f"{source} looks like a COCO annotation file, not a detection-results list "
+            "([{image_id, category_id, bbox [x, y, w, h], score}, ...])"
+        )
     if not isinstance(data, list):
-        raise InputError(f"{source}: expected a JSON list of detections, got a {type(data).__name__}")
-    result = DetectionSet()
+        raise InputError(f"{source}: expected a JSON list of detections, got {json_type_name(data)}")
+    result = DetectionSet(entries=len(data))
     for index, entry in enumerate(data):
-        where = f"{source}: entry {index}"
-        if not isinstance(entry, dict):
-            raise InputError(f"{where} is not an object")
-        image_id = entry.get("image_id")
-        file_name = entry.get("file_name")
-        if image_id is None and file_name is None:
-            raise InputError(f"{where} has neither image_id nor file_name")
-        if image_id is not None and (isinstance(image_id, bool) or not isinstance(image_id, int)):
-            raise InputError(f"{where}: image_id must be an integer, got {image_id!r}")
-        if file_name is not None and not isinstance(file_name, str):
-            raise InputError(f"{where}: file_name must be a string")
-        bbox = entry.get("bbox")
-        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(is_finite_number(v) for v in bbox):
-            raise InputError(f"{where}: bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}")
-        if bbox[2] <= 0 or bbox[3] <= 0:
-            raise InputError(f"{where}: bbox has non-positive width or height {bbox!r}")
-        score = entry.get("score", 1.0)
-        if not is_finite_number(score):
-            raise InputError(f"{where}: score must be a finite number, got {score!r}")
-        category = entry.get("category_id", 1)
-        if person_only and category != 1:
+        problem = _entry_problem(entry, require_coco_fields)
+        if problem:
+            raise InputError(f"{source}: entry {index} is not a valid detection: {problem}")
+        if entry.get("category_id", PERSON_CATEGORY_ID) != PERSON_CATEGORY_ID:
             result.non_person += 1
             continue
-        item = ([float(v) for v in bbox], float(score))
+        x, y, w, h = (float(v) for v in entry["bbox"])
+        row = (x, y, w, h, float(entry.get("score", 1.0)))
+        if w == 0 or h == 0:
+            result.zero_size += 1
+        file_name, image_id = entry.get("file_name"), entry.get("image_id")
         if file_name is not None:
-            result.by_file_name[Path(file_name).name].append(item)
+            result.by_file_name[Path(file_name).name].append(row)
         if image_id is not None:
-            result.by_image_id[int(image_id)].append(item)
-        result.total += 1
+            result.by_image_id[int(image_id)].append(row)
+        result.persons += 1
     return result
 
 
-def load_detections(path: Union[str, Path], person_only: bool = True) -> DetectionSet:
-    """Read and validate a COCO detection-results JSON file."""
+def load_detections(path: Union[str, Path], *, require_coco_fields: bool) -> DetectionSet:
+    """Read and validate a detection-results JSON file (see `parse_detections`). An empty list is valid."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -111,5 +151,4 @@ def load_detections(path: Union[str, Path], person_only: bool = True) -> Detecti
         size = 0  # read_json_file reports missing or unreadable files
     if size > MAX_DETECTIONS_BYTES:
         raise InputError(f"detections file {path} is {size / 2**30:.1f} GiB; split it (limit 2 GiB)")
-    data = read_json_file(path, "detections file")
-    return parse_detections(data, str(path), person_only)
+    return parse_detections(read_json_file(path, "detections file"), str(path), require_coco_fields=require_coco_fields)

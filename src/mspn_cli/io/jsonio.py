@@ -1,8 +1,9 @@
-"""Reading user-supplied JSON files with one clear error per failure."""
+"""Reading user-supplied JSON files with one clear error per failure, and naming JSON types."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Union
 
@@ -10,7 +11,7 @@ from mspn_cli.errors import InputError
 
 PathLike = Union[str, Path]
 
-__all__ = ["read_json_file"]
+__all__ = ["read_json_file", "json_type_name", "is_json_int", "is_finite_number"]
 
 
 def read_json_file(path: PathLike, what: str) -> Any:
@@ -31,3 +32,34 @@ def read_json_file(path: PathLike, what: str) -> Any:
         raise InputError(f"{what} {path} is not valid JSON (not UTF-8 text)") from None
     except OSError as exc:
         raise InputError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def json_type_name(value: Any) -> str:
+    """What a decoded JSON value is, as an error message says it ("a string", "null")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def is_json_int(value: Any) -> bool:
+    """A JSON integer usable as an id (true/false arrive as bool, a subclass of int: not ids)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_finite_number(value: Any) -> bool:
+    """A JSON number usable as a float: not a bool, not NaN/inf, not an integer beyond float range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(value, int):
+        return abs(value) <= 2**53  # larger JSON integers overflow or lose precision as floats
+    return math.isfinite(value)
