@@ -12,6 +12,7 @@ EXIT_USAGE = 2  # Typer/Click's own code for bad options, reused for bad argumen
 EXIT_INPUT = 3  # nothing could be processed: missing/corrupt inputs, malformed JSON
 EXIT_WEIGHTS = 4  # weights or model unavailable, corrupt, foreign or unsafe
 EXIT_CONFIG = 5  # a config file is missing or invalid
+EXIT_ENVIRONMENT = 6  # `mspn doctor`: a required package is missing or incompatible, or no backend runs
 EXIT_INTERNAL = 70  # a bug in mspn-cli (EX_SOFTWARE), or a graph the exporter cannot convert (ExportError)
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), after flushing what was done
 # SIGTERM (Slurm, Kubernetes, `timeout`) exits 143 and SIGHUP 129: 128 + the signal
