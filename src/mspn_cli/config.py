@@ -252,12 +252,3 @@ def _check_pose(config: PoseConfig, path: Path) -> None:
         raise ConfigError(f"{path}: decoder.blur_kernel must be odd")
     if any(s <= 0 for s in config.preprocess.std):
         raise ConfigError(f"{path}: preprocess.std must be positive")
-
-
-def replace_in(config: T, **sections: Dict[str, Any]) -> T:
-    """Return a copy of `config` with some fields of some sections replaced.
-
-    Example: replace_in(cfg, test={"flip": False}).
-    """
-    changes = {name: dataclasses.replace(getattr(config, name), **values) for name, values in sections.items()}
-    return dataclasses.replace(config, **changes)

@@ -25,6 +25,12 @@ NUM_KEYPOINTS = len(KEYPOINT_NAMES)
 # Channel k of a flipped prediction holds joint FLIP_ORDER[k].
 FLIP_ORDER = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
 
+# COCO's per-joint OKS falloff constants (cocoeval's `kpt_oks_sigmas`), in COCO order.
+KEYPOINT_SIGMAS = (
+    0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072,
+    0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089,
+)
+
 # 0-based joint pairs; the same 19 edges as COCO's 1-based `skeleton`.
 LIMBS = (
     (15, 13), (13, 11), (16, 14), (14, 12), (11, 12),
@@ -52,11 +58,3 @@ KEYPOINT_COLORS = (
     _LEFT, _RIGHT, _LEFT, _RIGHT, _LEFT, _RIGHT,
 )
 
-# COCO's category record for persons, as written into results and annotations.
-COCO_PERSON_CATEGORY = {
-    "id": 1,
-    "name": "person",
-    "supercategory": "person",
-    "keypoints": list(KEYPOINT_NAMES),
-    "skeleton": [[a + 1, b + 1] for a, b in LIMBS],
-}
