@@ -216,6 +216,11 @@ def _read_toml(path: Union[str, Path]) -> Dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
 
 
+def detector_size_ok(short_side: int, max_side: int) -> bool:
+    """The one rule for detector input sizes (config and --det-size): 32 <= short <= max <= 4096."""
+    return 32 <= short_side <= max_side <= 4096
+
+
 def load_pose_config(path: Optional[Union[str, Path]] = None) -> PoseConfig:
     """Load an MSPN config; the packaged default when `path` is None."""
     path = Path(path) if path else DEFAULT_POSE_CONFIG
@@ -229,7 +234,7 @@ def load_detector_config(path: Optional[Union[str, Path]] = None) -> DetectorCon
     path = Path(path) if path else DEFAULT_DETECTOR_CONFIG
     config = _build(DetectorConfig, _read_toml(path), "")
     pre = config.preprocess
-    if not (32 <= pre.short_side <= pre.max_side <= 4096):
+    if not detector_size_ok(pre.short_side, pre.max_side):
         raise ConfigError(f"{path}: need 32 <= short_side <= max_side <= 4096")
     return dataclasses.replace(config, source=str(path))
 

@@ -43,7 +43,9 @@ class RunSettings:
             raise UsageError("--max-persons must be at least 1")
         if self.det_size is not None:
             short, longest = self.det_size
-            if not (32 <= short <= longest <= 4096):
+            from mspn_cli.config import detector_size_ok
+
+            if not detector_size_ok(short, longest):
                 raise UsageError(f"--det-size must satisfy 32 <= SHORT <= MAX <= 4096, got {short},{longest}")
             object.__setattr__(self, "det_size", (int(short), int(longest)))
 
