@@ -75,8 +75,9 @@ def decode_heatmaps_to_crop(
     for step in shift_steps:
         nxt = np.argmax(flat, axis=1)
         flat[rows, nxt] = 0
-        dy = (nxt // padded_w - border) - y
-        dx = (nxt % padded_w - border) - x
+        # qy - (border + y), grouped as the official code: (qy - border) - y differs in the last bit.
+        dy = nxt // padded_w - (border + y)
+        dx = nxt % padded_w - (border + x)
         length = np.sqrt(dx * dx + dy * dy)
         move = length > 1e-3
         safe = np.where(move, length, 1.0)
@@ -117,9 +118,11 @@ def decode_heatmaps(
     in_h, in_w = input_size
     crop_x = (xy[..., 0] + 0.5) * (in_w / width) - 0.5
     crop_y = (xy[..., 1] + 0.5) * (in_h / height) - 0.5
-    x1, y1, x2, y2 = (ext_boxes[:, i : i + 1].astype(np.float64) for i in range(4))
-    img_x = crop_x / in_w * (x2 - x1) + x1
-    img_y = crop_y / in_h * (y2 - y1) + y1
+    x1, y1, x2, y2 = (ext_boxes[:, i : i + 1] for i in range(4))
+    # The box size is a float32 difference, as in the official code; the rest is float64.
+    width32, height32 = (x2 - x1).astype(np.float64), (y2 - y1).astype(np.float64)
+    img_x = crop_x / in_w * width32 + x1.astype(np.float64)
+    img_y = crop_y / in_h * height32 + y1.astype(np.float64)
     return np.stack([img_x, img_y, scores], axis=2).astype(np.float32)
 
 

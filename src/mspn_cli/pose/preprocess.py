@@ -43,18 +43,26 @@ def extend_box(
 
     Accepts one box (4,) or many (N, 4); returns float32 of the same shape. The centre
     is kept and nothing is clipped to the image (reference §3.2).
+
+    The dtypes are those the official per-box code gets under NumPy 1.x scalar rules:
+    sums and differences of the float32 corners stay float32, and everything from the
+    halving and the scaling by Python floats on is float64, rounded to float32 once at
+    the end. Computing in float32 throughout moves about half the boxes by up to
+    6e-5 px, which changes crops through warpAffine's fixed-point rounding.
     """
     boxes = np.asarray(box_xyxy, dtype=np.float32)
     single = boxes.ndim == 1
     boxes = boxes.reshape(-1, 4)
     x1, y1, x2, y2 = boxes.T
-    cx = (x1 + x2) / 2
-    cy = (y1 + y2) / 2
-    ew = (1 + extension[0]) * (x2 - x1)
-    eh = (1 + extension[1]) * (y2 - y1)
-    wider = ew > aspect_ratio * eh
-    eh = np.where(wider, ew / aspect_ratio, eh)
-    ew = np.where(wider, ew, eh * aspect_ratio)
+    cx = (x1 + x2).astype(np.float64) / 2
+    cy = (y1 + y2).astype(np.float64) / 2
+    w = (x2 - x1).astype(np.float64)
+    h = (y2 - y1).astype(np.float64)
+    ew = (1 + 1 * float(extension[0])) * w
+    eh = (1 + 1 * float(extension[1])) * h
+    ratio = float(aspect_ratio)
+    wider = ew > ratio * eh
+    eh, ew = np.where(wider, ew * 1.0 / ratio, eh), np.where(wider, ew, eh * 1.0 * ratio)
     out = np.stack([cx - ew / 2, cy - eh / 2, cx + ew / 2, cy + eh / 2], axis=1).astype(np.float32)
     return out[0] if single else out
 
@@ -69,7 +77,8 @@ def crop_affine(ext_box_xyxy, input_size: Tuple[int, int] = DEFAULT_INPUT_SIZE) 
     x1, y1, x2, y2 = (np.float32(v) for v in np.asarray(ext_box_xyxy, dtype=np.float32))
     out_h, out_w = input_size
     centre = np.array([(x1 + x2) / 2, (y1 + y2) / 2], dtype=np.float32)
-    scale = np.float32(out_w) / (x2 - x1)
+    # float64, as the official `dst_w / (bbox_shape[1] * scale)` with an int scale of 1 is.
+    scale = out_w / np.float64(x2 - x1)
     src = np.zeros((3, 2), dtype=np.float32)
     dst = np.zeros((3, 2), dtype=np.float32)
     src[0] = centre
