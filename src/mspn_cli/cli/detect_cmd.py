@@ -11,8 +11,6 @@ from mspn_cli.cli import options as opt
 from mspn_cli.cli.app import app
 from mspn_cli.cli.common import BatchReport, guarded, make_progress, report_interrupted
 from mspn_cli.errors import UsageError, interrupt_exit_code
-from mspn_cli.io.sources import expand_inputs, is_video
-from mspn_cli.io.writers import check_output_path, refuse_output_onto_inputs
 
 
 @app.command("detect")
@@ -40,7 +38,8 @@ def detect_command(
     from mspn_cli.detection.detector import PersonDetector
     from mspn_cli.io.outputs import ImageResultsWriter, plan_annotated_images
     from mspn_cli.io.records import detection_records
-    from mspn_cli.io.sources import prefetch, read_image
+    from mspn_cli.io.sources import expand_inputs, is_video, prefetch, read_image
+    from mspn_cli.io.writers import check_output_path, refuse_output_onto_inputs
     from mspn_cli.io.tasks import ImageOutcome, plan_image_tasks
 
     settings = opt.run_settings(detector_weights=detector_weights, detector_config=detector_config, det_size=det_size,

@@ -11,8 +11,6 @@ from mspn_cli.cli import options as opt
 from mspn_cli.cli.app import app
 from mspn_cli.cli.common import BatchReport, console_err, guarded, make_progress, report_interrupted
 from mspn_cli.errors import UsageError, interrupt_exit_code
-from mspn_cli.io.sources import expand_inputs, is_video
-from mspn_cli.io.writers import check_output_path, refuse_output_onto_inputs
 
 OUTPUT = typer.Option(
     None, "-o", "--output", help="Annotated output: a file for one input (image or .mp4/.webm), else a folder (created if its parent exists)."
@@ -50,6 +48,10 @@ def keypoints_command(
     Examples: `mspn keypoints photo.jpg -o vis.jpg`, `mspn keypoints images/ --json out.json -o vis/`,
     `mspn keypoints val/ --boxes dets.json --json results.json`, `mspn keypoints clip.mp4 -o out.mp4 --json out.json`.
     """
+    # Imported here, not at module level: `mspn --help` must not load numpy or OpenCV.
+    from mspn_cli.io.sources import expand_inputs, is_video
+    from mspn_cli.io.writers import check_output_path, refuse_output_onto_inputs
+
     settings = opt.run_settings(
         weights=weights, config=config, detector_weights=detector_weights, detector_config=detector_config,
         det_size=det_size, device=device, backend=backend, flip=flip, batch_size=batch_size, box_thr=box_thr,

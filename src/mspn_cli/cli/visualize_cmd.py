@@ -6,16 +6,12 @@ import re
 from pathlib import Path
 from typing import Any, List, Optional
 
-import cv2
-import numpy as np
 import typer
 
 from mspn_cli.cli.app import app
 from mspn_cli.cli.common import console_err, guarded, warn
 from mspn_cli.io.jsonio import read_json_file
 from mspn_cli.errors import InputError, OutputError
-from mspn_cli.io.writers import write_bytes_atomic
-from mspn_cli.visualize import draw_records, records_to_arrays, to_bgr8
 
 JPEG_QUALITY = 95
 
@@ -52,6 +48,11 @@ def visualize(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output image if it already exists."),
 ) -> None:
     """Draw skeletons and person boxes from a keypoint results JSON onto IMAGE."""
+    # numpy, OpenCV and the drawing code load here, not at module level: `mspn --help` stays light.
+    import cv2
+
+    from mspn_cli.visualize import draw_records
+
     picture = read_image_bgr(image)
     records = load_results(keypoints)
     out_path = _resolve_output(image, output)
@@ -90,6 +91,11 @@ def _resolve_output(image: Path, output: Optional[Path]) -> Path:
 
 def read_image_bgr(path: Path) -> np.ndarray:
     """Decode an image file into 8-bit BGR, or raise InputError with one clear line."""
+    import cv2
+    import numpy as np
+
+    from mspn_cli.visualize import to_bgr8
+
     if not path.exists():
         raise InputError(f"image not found: {path}")
     if path.is_dir():
@@ -112,6 +118,8 @@ def read_image_bgr(path: Path) -> np.ndarray:
 
 def load_results(path: Path) -> List[Any]:
     """Read a results JSON file and check every record; InputError names the problem."""
+    from mspn_cli.visualize import records_to_arrays
+
     records = read_json_file(path, "results file")
 
     if not isinstance(records, list):
@@ -145,6 +153,10 @@ def write_image_atomic(path: Path, image: np.ndarray, overwrite: bool) -> None:
 
     A reader never sees a half-written image, and an interrupted run leaves the old file.
     """
+    import cv2
+
+    from mspn_cli.io.writers import write_bytes_atomic
+
     suffix = path.suffix.lower()
     params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if suffix in (".jpg", ".jpeg") else []
     try:

@@ -21,8 +21,6 @@ from mspn_cli.weights import (
     download_file,
     format_size,
     known_weights,
-    load_checkpoint,
-    load_weights_into,
     sha256_file,
     sha256_prefix_matches,
     weights_dir,
@@ -211,6 +209,7 @@ def verify(
 ) -> None:
     """Hash a weights file, compare it with the config, and prove it loads strictly into its network."""
     from mspn_cli.models import available_models
+    from mspn_cli.weights import load_checkpoint, load_weights_into  # numpy: not at module level
 
     if model is not None and model not in available_models():
         raise UsageError(f"unknown model '{model}'; choose {MODEL_NAMES_HELP}")

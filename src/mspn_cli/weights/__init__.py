@@ -9,7 +9,6 @@
 
 from mspn_cli.weights.checksum import DigestIndex, indexed_sha256, sha256_file, sha256_prefix_matches
 from mspn_cli.weights.download import DEFAULT_TIMEOUT, DownloadProgress, LoggedProgress, download_file, format_size
-from mspn_cli.weights.loading import load_weights_into
 from mspn_cli.weights.store import (
     cached_path,
     known_weights,
@@ -18,7 +17,19 @@ from mspn_cli.weights.store import (
     usable_cache_root,
     weights_dir,
 )
-from mspn_cli.weights.unpickle import load_checkpoint, save_state_dict
+
+# loading and unpickle need numpy; they load on first use so that `mspn --help` and the
+# weights commands that only look at files do not pay for it.
+_NEEDS_NUMPY = {"load_weights_into": "loading", "load_checkpoint": "unpickle", "save_state_dict": "unpickle"}
+
+
+def __getattr__(name):
+    if name in _NEEDS_NUMPY:
+        import importlib
+
+        return getattr(importlib.import_module(f"mspn_cli.weights.{_NEEDS_NUMPY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_TIMEOUT",
