@@ -37,6 +37,7 @@ _COMMAND_MODULES = (
     "mspn_cli.cli.weights_cmd",
     "mspn_cli.cli.export_cmd",
     "mspn_cli.cli.doctor_cmd",
+    "mspn_cli.cli.track_cmd",
 )
 
 for _module in _COMMAND_MODULES:
