@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Type, TypeVar, Union, get_args, get_origin, get_type_hints
 
+from mspn_cli.config_checks import check_detector_config, check_eval_config, check_pose_config
 from mspn_cli.errors import ConfigError
 
 if sys.version_info >= (3, 11):  # pragma: no cover
@@ -236,6 +237,7 @@ def load_detector_config(path: Optional[Union[str, Path]] = None) -> DetectorCon
     pre = config.preprocess
     if not detector_size_ok(pre.short_side, pre.max_side):
         raise ConfigError(f"{path}: need 32 <= short_side <= max_side <= 4096")
+    check_detector_config(config, path)
     return dataclasses.replace(config, source=str(path))
 
 
@@ -243,17 +245,9 @@ def load_eval_config(path: Optional[Union[str, Path]] = None) -> EvalConfig:
     """Load the COCO evaluation config; the packaged default when `path` is None."""
     path = Path(path) if path else DEFAULT_EVAL_CONFIG
     config = _build(EvalConfig, _read_toml(path), "")
+    check_eval_config(config, path)
     return dataclasses.replace(config, source=str(path))
 
 
 def _check_pose(config: PoseConfig, path: Path) -> None:
-    n = config.model.num_keypoints
-    order = config.test.flip_order
-    if sorted(order) != list(range(n)):
-        raise ConfigError(f"{path}: test.flip_order must be a permutation of 0..{n - 1}")
-    if config.test.batch_size < 1:
-        raise ConfigError(f"{path}: test.batch_size must be >= 1")
-    if config.decoder.blur_kernel % 2 != 1:
-        raise ConfigError(f"{path}: decoder.blur_kernel must be odd")
-    if any(s <= 0 for s in config.preprocess.std):
-        raise ConfigError(f"{path}: preprocess.std must be positive")
+    check_pose_config(config, path)

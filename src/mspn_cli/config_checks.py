@@ -1,0 +1,149 @@
+"""Range checks of every config value, run when a config is loaded (before any network exists).
+
+A value out of range raises ConfigError (exit 5) naming the file and the key, e.g.
+`my.toml: decoder.heat_range must be > 0, got 0.0`; without these checks such values
+surfaced as numpy warnings and `score: null`, or as a ZeroDivisionError after the
+network had been exported. Besides ranges, the checks hold a config to what the
+network it names is built as (`NETWORK_SHAPES`): the weights cannot change those.
+
+This module takes the config objects duck-typed and does not import `mspn_cli.config`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Iterable, Sequence
+
+from mspn_cli.errors import ConfigError
+
+# What `models/` builds for each network name: fixed by the architecture, not tunable.
+NETWORK_SHAPES = {
+    # MSPN: stride-4 heatmaps; the encoder halves the crop 5 times and the decoder adds the
+    # upsampled maps to the encoder's, so each side must be a multiple of 32.
+    "mspn_4stage": {"num_keypoints": 17, "heatmap_stride": 4, "input_multiple": 32},
+    # RetinaNet R50-FPN: 5 pyramid levels (P3-P7), 9 anchors per location, 80 COCO classes.
+    "retinanet_res50_coco_3x_800size": {"levels": 5, "anchors_per_location": 9, "num_classes": 80},
+}
+_HEX = re.compile(r"^[0-9a-fA-F]*$")
+
+
+class _Checker:
+    def __init__(self, source: Any):
+        self.source = str(source)
+
+    def fail(self, key: str, rule: str, value: Any) -> None:
+        raise ConfigError(f"{self.source}: {key} {rule}, got {value!r}")
+
+    def finite(self, key: str, value: float) -> None:
+        if not math.isfinite(value):
+            self.fail(key, "must be a finite number", value)
+
+    def positive(self, key: str, value: float) -> None:
+        self.finite(key, value)
+        if not value > 0:
+            self.fail(key, "must be > 0", value)
+
+    def non_negative(self, key: str, value: float) -> None:
+        self.finite(key, value)
+        if not value >= 0:
+            self.fail(key, "must be >= 0", value)
+
+    def unit(self, key: str, value: float) -> None:
+        self.finite(key, value)
+        if not 0.0 <= value <= 1.0:
+            self.fail(key, "must be between 0 and 1", value)
+
+    def each(self, key: str, values: Iterable[float], check) -> None:
+        for index, value in enumerate(values):
+            check(f"{key}[{index}]", value)
+
+    def non_empty(self, key: str, values: Sequence[Any]) -> None:
+        if len(values) == 0:
+            self.fail(key, "must not be empty", list(values))
+
+    def equals(self, key: str, value: Any, expected: Any, why: str) -> None:
+        if value != expected:
+            self.fail(key, f"must be {expected!r} ({why})", value)
+
+    def weights(self, weights: Any) -> None:
+        if not weights.filename or "/" in weights.filename or weights.filename in (".", ".."):
+            self.fail("weights.filename", "must be a plain file name", weights.filename)
+        if weights.sha256 and (len(weights.sha256) != 64 or not _HEX.match(weights.sha256)):
+            self.fail("weights.sha256", "must be empty or 64 hex digits", weights.sha256)
+        if not _HEX.match(weights.sha256_prefix) or len(weights.sha256_prefix) > 64:
+            self.fail("weights.sha256_prefix", "must be hex digits", weights.sha256_prefix)
+
+
+def check_pose_config(config: Any, source: Any) -> None:
+    """Every value of a PoseConfig in range, and consistent with the MSPN network."""
+    c = _Checker(source)
+    model, pre, test, dec = config.model, config.preprocess, config.test, config.decoder
+    shape = NETWORK_SHAPES.get(model.name)
+    if shape is None:
+        c.fail("model.name", f"must be one of {sorted(k for k in NETWORK_SHAPES if k.startswith('mspn'))}", model.name)
+    c.equals("model.num_keypoints", model.num_keypoints, shape["num_keypoints"], f"{model.name} predicts that many")
+    stride, multiple = shape["heatmap_stride"], shape["input_multiple"]
+    for axis, size in zip(("height", "width"), model.input_size):
+        if size <= 0 or size % multiple:
+            c.fail("model.input_size", f"({axis}) must be a positive multiple of {multiple}", list(model.input_size))
+    expected_heatmap = [size // stride for size in model.input_size]
+    c.equals("model.heatmap_size", list(model.heatmap_size), expected_heatmap, f"input_size / {stride}")
+    c.each("preprocess.mean", pre.mean, c.finite)
+    c.each("preprocess.std", pre.std, c.positive)
+    c.each("preprocess.box_extension", pre.box_extension, c.non_negative)
+    if sorted(test.flip_order) != list(range(model.num_keypoints)):
+        c.fail("test.flip_order", f"must be a permutation of 0..{model.num_keypoints - 1}", list(test.flip_order))
+    if test.batch_size < 1:
+        c.fail("test.batch_size", "must be >= 1", test.batch_size)
+    c.positive("decoder.heat_range", dec.heat_range)
+    if dec.blur_kernel <= 0 or dec.blur_kernel % 2 != 1:
+        c.fail("decoder.blur_kernel", "must be an odd number > 0", dec.blur_kernel)
+    if dec.border < 0:
+        c.fail("decoder.border", "must be >= 0", dec.border)
+    c.each("decoder.shift_steps", dec.shift_steps, c.finite)
+    c.weights(config.weights)
+
+
+def check_detector_config(config: Any, source: Any) -> None:
+    """Every value of a DetectorConfig in range, and consistent with the RetinaNet network."""
+    c = _Checker(source)
+    model, pre, anchors, post = config.model, config.preprocess, config.anchors, config.postprocess
+    shape = NETWORK_SHAPES.get(model.name)
+    if shape is None:
+        c.fail("model.name", f"must be one of {sorted(k for k in NETWORK_SHAPES if k.startswith('retinanet'))}", model.name)
+    c.equals("model.num_classes", model.num_classes, shape["num_classes"], f"{model.name} scores that many")
+    if not 0 <= model.person_class < model.num_classes:
+        c.fail("model.person_class", f"must be a class index in 0..{model.num_classes - 1}", model.person_class)
+    # short_side/max_side: config.detector_size_ok, the rule --det-size shares.
+    if pre.size_divisor < 1:
+        c.fail("preprocess.size_divisor", "must be >= 1", pre.size_divisor)
+    c.each("preprocess.mean", pre.mean, c.finite)
+    c.each("preprocess.std", pre.std, c.positive)
+    for key in ("strides", "base_sizes", "scales", "ratios"):
+        c.non_empty(f"anchors.{key}", getattr(anchors, key))
+    c.each("anchors.strides", anchors.strides, c.positive)
+    c.each("anchors.base_sizes", anchors.base_sizes, c.positive)
+    c.each("anchors.scales", anchors.scales, c.positive)
+    c.each("anchors.ratios", anchors.ratios, c.positive)
+    c.equals("anchors.strides (count)", len(anchors.strides), shape["levels"], f"{model.name} has that many pyramid levels")
+    c.equals("anchors.base_sizes (count)", len(anchors.base_sizes), len(anchors.strides), "one per stride")
+    c.equals("anchors.scales x anchors.ratios (count)", len(anchors.scales) * len(anchors.ratios),
+             shape["anchors_per_location"], f"{model.name} predicts that many anchors per location")
+    c.unit("anchors.offset", anchors.offset)
+    c.unit("postprocess.score_thr", post.score_thr)
+    c.unit("postprocess.nms_thr", post.nms_thr)
+    if post.max_dets < 1:
+        c.fail("postprocess.max_dets", "must be >= 1", post.max_dets)
+    c.unit("postprocess.person_thr", post.person_thr)
+    c.weights(config.weights)
+
+
+def check_eval_config(config: Any, source: Any) -> None:
+    """Paths non-empty and published stats in [0, 1]."""
+    c = _Checker(source)
+    for key in ("annotations", "images", "results"):
+        if not getattr(config.dataset, key).strip():
+            c.fail(f"dataset.{key}", "must not be empty", getattr(config.dataset, key))
+    for key in ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl"):
+        c.unit(f"published.{key}", getattr(config.published, key))
