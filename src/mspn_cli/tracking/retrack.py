@@ -74,7 +74,8 @@ def retrack(
 
     lines = []
     for position, frame in enumerate(frames):
-        line = copy.deepcopy(frame.line)
+        # New dicts, shared values: nothing below changes a value in place, so the input stays as it was.
+        line = {**frame.line, "instances": [dict(record) for record in frame.instances]}
         for index, record in enumerate(line["instances"]):
             track_id = int(ids[position][index])
             if smooth != "none":
