@@ -243,3 +243,16 @@ def test_config_loads_and_checks_every_range(tmp_path):
     path.write_text(text.replace("d_cutoff = 1.0", "", 1))
     with pytest.raises(ConfigError, match="missing key smoothing.oneeuro.d_cutoff"):
         load_tracking_config(path)
+
+
+def test_retracking_its_own_output_starts_from_the_observations():
+    def scene(f):
+        return [(100 + 5 * f, 300, 200, 0.9)] if not 10 <= f < 13 else []
+
+    frames, _ = parse_results(jsonl_text(video_lines(scene, 30, noise=2.0)), "r.jsonl")
+    config = load_tracking_config()
+    first, _ = retrack(frames, config, smooth="savgol", fill_gaps=5)
+    again_frames, _ = parse_results(jsonl_text(first), "tracked.jsonl")
+    second, summary = retrack(again_frames, config, smooth="savgol", fill_gaps=5)
+    assert summary.interpolated == 3 and summary.poses == 27
+    assert jsonl_text(second) == jsonl_text(first)

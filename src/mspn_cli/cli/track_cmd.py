@@ -47,7 +47,9 @@ def track(
 ) -> None:
     """Give every person in saved video results a track id; optionally smooth and fill gaps.
 
-    No network runs. The same input gives the same output bytes.
+    No network runs. The same input gives the same output bytes. Given its own output,
+    it starts again from the observed poses (earlier interpolated ones are dropped,
+    keypoints_raw is restored), so options can be changed and the command run again.
     """
     from mspn_cli.tracking import SMOOTHING_METHODS, load_tracking_config, parse_results, retrack
 

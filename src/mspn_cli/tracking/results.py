@@ -96,6 +96,7 @@ def _parse_json(text: str, name: str) -> List[ResultFrame]:
 
 
 def _frame(frame_index: int, line: Dict[str, Any], where: str, short: str) -> ResultFrame:
+    line = {**line, "instances": _observations(line["instances"])}
     arrays = [_instance_arrays(record, f"{where}, instance {k + 1}") for k, record in enumerate(line["instances"])]
     keypoints = np.array([a[0] for a in arrays]).reshape(-1, NUM_KEYPOINTS, 3)
     boxes = np.array([a[1] for a in arrays]).reshape(-1, 4)
@@ -104,6 +105,21 @@ def _frame(frame_index: int, line: Dict[str, Any], where: str, short: str) -> Re
     pts_ms = _optional_number(line.get("pts_ms", first.get("pts_ms")), "pts_ms", where)
     fps = _optional_number(line.get("fps"), "fps", where)
     return ResultFrame(frame_index, line, keypoints, boxes, scores, short, pts_ms, fps if fps and fps > 0 else None)
+
+
+def _observations(instances: List[Any]) -> List[Any]:
+    """The instances as observed: a previous `mspn track` run's interpolated poses are
+    dropped and its smoothed ones get their raw coordinates back, so re-tracking its
+    output starts from what the pose estimator saw."""
+    observed = []
+    for record in instances:
+        if isinstance(record, dict) and record.get("interpolated") is True:
+            continue
+        if isinstance(record, dict) and "keypoints_raw" in record:
+            record = {**record, "keypoints": record["keypoints_raw"]}
+            del record["keypoints_raw"]
+        observed.append(record)
+    return observed
 
 
 def _instance_arrays(record: Any, where: str) -> Tuple[np.ndarray, np.ndarray, float]:

@@ -3,7 +3,9 @@
 `retrack(frames, config, ...)` turns parsed frames (see results.py) into output lines:
 each input line in frame order, every instance given "track_id" (null for a pose no
 track took), smoothed instances keeping their input coordinates as "keypoints_raw", and
-interpolated instances marked "interpolated": true after the observed ones.
+interpolated instances marked "interpolated": true after the observed ones. Given its
+own output, it starts again from the observations (parse_results drops interpolated
+instances and restores keypoints_raw), so running it twice changes nothing.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ def retrack(
         line = {**frame.line, "instances": [dict(record) for record in frame.instances]}
         for index, record in enumerate(line["instances"]):
             track_id = int(ids[position][index])
+            record.pop("track_id", None)  # re-tracked: the new id goes last, as on a first run
             if smooth != "none":
                 raw = record["keypoints"]
                 record["keypoints"] = _flat(keypoints[position][index], raw)
