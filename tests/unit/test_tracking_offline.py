@@ -256,3 +256,21 @@ def test_retracking_its_own_output_starts_from_the_observations():
     second, summary = retrack(again_frames, config, smooth="savgol", fill_gaps=5)
     assert summary.interpolated == 3 and summary.poses == 27
     assert jsonl_text(second) == jsonl_text(first)
+
+
+def test_time_base_prefers_container_timestamps():
+    from mspn_cli.tracking import frame_times
+
+    def frames_with(pts, fps):
+        lines = video_lines(crossing, 3, fps=None)
+        for line, stamp in zip(lines, pts):
+            if stamp is not None:
+                line["pts_ms"] = stamp
+            if fps:
+                line["fps"] = fps
+        return parse_results(jsonl_text(lines), "r.jsonl")[0]
+
+    assert frame_times(frames_with([0.0, 40.0, 120.0], 25.0), 30.0) == pytest.approx([0.0, 0.04, 0.12])
+    # Timestamps that do not increase (a broken container) fall back to frame_index / fps.
+    assert frame_times(frames_with([0.0, 40.0, 40.0], 25.0), 30.0) == pytest.approx([0.0, 0.04, 0.08])
+    assert frame_times(frames_with([None, None, None], None), 30.0) == pytest.approx([0.0, 1 / 30, 2 / 30])

@@ -23,6 +23,7 @@ null. `frame_index` must increase; skipped frames (`--every`) are motion-predict
 `track_buffer` counts frames, not updates. `time_s` is pts_ms / 1000 when the container
 gives it, else frame_index / fps (`frame_times` does this for saved results).
 `tracker.tracks` lists live tracks with their predicted boxes (for key-frame detection).
+Options override settings by `dataclasses.replace(config.tracking, track_buffer=N)`.
 
 Offline (`mspn track`): `parse_results(text, name)` reads saved JSONL or JSON results
 into frames, and `retrack(frames, config, smooth=..., fill_gaps=N)` returns the output
