@@ -1,8 +1,7 @@
 """`mspn eval-coco` / `mspn merge-results`: oracle accuracy, determinism across shards and restarts, the real CLI.
 
-The oracle tests drive the same functions the command calls (coco.run_keypoint_eval,
-coco.evaluate_keypoints) with a PoseEstimator whose network is the ground-truth
-oracle. The real-network runs are in tests/slow/test_eval_real_network.py.
+The oracle tests drive the same functions the command calls (run_keypoint_eval,
+evaluate_keypoints) with a PosePipeline whose network is the ground-truth oracle. The real-network runs are in tests/slow/test_eval_real_network.py.
 """
 
 from __future__ import annotations
@@ -13,8 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mspn_cli.evaluation import coco
-from mspn_cli.pipeline import PoseEstimator
+from mspn_cli.detection.result import Detections
+from mspn_cli.evaluation.annotations import load_annotations
+from mspn_cli.evaluation.checkpoint import checkpoint_path_for
+from mspn_cli.evaluation.cocoeval import STAT_NAMES, evaluate_keypoints
+from mspn_cli.evaluation.job import load_selection
+from mspn_cli.evaluation.run import run_keypoint_eval, write_results
+from mspn_cli.evaluation.shards import merge_results, shard_results_path
+from mspn_cli.pipeline import PoseEstimator, PosePipeline
 from tests.conftest import COCO_SAMPLE, assert_clean_error, load_json, run_mspn
 from tests.oracle import OracleBackend
 
@@ -29,12 +34,12 @@ def oracle():
 
 @pytest.fixture(scope="module")
 def annotations():
-    return coco.load_annotations(ANN, COCO_SAMPLE)
+    return load_annotations(ANN, COCO_SAMPLE)
 
 
 @pytest.fixture(scope="module")
 def selection(annotations):
-    return coco.select_person_detections(coco.load_detections(DETS), annotations.image_ids)
+    return load_selection(str(DETS), annotations)
 
 
 class CrashAfterBatches:
@@ -54,14 +59,14 @@ class CrashAfterBatches:
         return self.inner.run(batch)
 
 
-def oracle_estimator(backend, batch_size=4, flip=None) -> PoseEstimator:
-    return PoseEstimator(backend=backend, batch_size=batch_size, flip=flip)
+def oracle_pipeline(backend, batch_size=4, flip=None) -> PosePipeline:
+    return PosePipeline(PoseEstimator(backend=backend, batch_size=batch_size, flip=flip))
 
 
 def test_oracle_network_scores_near_perfect_ap(tmp_path, oracle, annotations, selection):
     before = oracle.misses
-    run = coco.run_keypoint_eval(oracle_estimator(oracle, batch_size=16), annotations, selection, tmp_path / "r.json")
-    report = coco.evaluate_keypoints(annotations, run.records)
+    run = run_keypoint_eval(oracle_pipeline(oracle, batch_size=16), annotations, selection, tmp_path / "r.json")
+    report = evaluate_keypoints(annotations, run.records)
     assert oracle.misses == before, "the oracle did not recognise some crops"
     assert len(run.records) == 25 and run.missing_images == []
     # Official record fields; the detector box is kept under a name pycocotools ignores.
@@ -73,54 +78,60 @@ def test_oracle_network_scores_near_perfect_ap(tmp_path, oracle, annotations, se
 
 
 def test_oracle_without_flip_also_scores_near_perfect_ap(tmp_path, oracle, annotations, selection):
-    run = coco.run_keypoint_eval(oracle_estimator(oracle, batch_size=16, flip=False), annotations, selection, tmp_path / "r.json")
-    assert coco.evaluate_keypoints(annotations, run.records).stats["AP"] >= 0.95
+    run = run_keypoint_eval(oracle_pipeline(oracle, batch_size=16, flip=False), annotations, selection, tmp_path / "r.json")
+    assert evaluate_keypoints(annotations, run.records).stats["AP"] >= 0.95
 
 
 def test_single_sharded_and_resumed_runs_are_byte_identical(tmp_path, oracle, annotations, selection):
-    single = coco.run_keypoint_eval(oracle_estimator(oracle), annotations, selection, tmp_path / "single.json",
+    single = run_keypoint_eval(oracle_pipeline(oracle), annotations, selection, tmp_path / "single.json",
                                     settings={"run": "oracle"})
     single_bytes = single.results_path.read_bytes()
-    single_stats = coco.evaluate_keypoints(annotations, single.results_path).stats
+    single_stats = evaluate_keypoints(annotations, single.results_path).stats
 
     parts = []
     for k in range(3):
-        part = coco.shard_results_path(tmp_path / "sharded.json", k, 3)
-        coco.run_keypoint_eval(oracle_estimator(oracle), annotations, selection, part, shard=(k, 3),
+        part = shard_results_path(tmp_path / "sharded.json", k, 3)
+        run_keypoint_eval(oracle_pipeline(oracle), annotations, selection, part, shard=(k, 3),
                                settings={"run": "oracle"})
         parts.append(part)
-    merged = coco.merge_results(parts, annotations)
-    coco.write_results(tmp_path / "sharded.json", merged.records)
+    merged = merge_results(parts, annotations)
+    write_results(tmp_path / "sharded.json", merged.records)
     assert (tmp_path / "sharded.json").read_bytes() == single_bytes
 
     killed = tmp_path / "killed.json"
     with pytest.raises(RuntimeError, match="simulated kill"):
-        coco.run_keypoint_eval(oracle_estimator(CrashAfterBatches(oracle, 5)), annotations, selection, killed,
+        run_keypoint_eval(oracle_pipeline(CrashAfterBatches(oracle, 5)), annotations, selection, killed,
                                settings={"run": "oracle"})
-    assert not killed.exists() and coco.checkpoint_path_for(killed).exists()
-    resumed = coco.run_keypoint_eval(oracle_estimator(oracle), annotations, selection, killed, settings={"run": "oracle"})
+    assert not killed.exists() and checkpoint_path_for(killed).exists()
+    resumed = run_keypoint_eval(oracle_pipeline(oracle), annotations, selection, killed, settings={"run": "oracle"})
     assert resumed.resumed_images > 0 and resumed.processed_images > 0
     assert killed.read_bytes() == single_bytes
-    assert coco.evaluate_keypoints(annotations, killed).stats == single_stats
+    assert evaluate_keypoints(annotations, killed).stats == single_stats
 
 
 # --------------------------------------------------------------------------- in-process CLI with the oracle
 
 
 @pytest.fixture()
-def cli_with_oracle(monkeypatch, oracle):
-    """Invoke the real command in-process, with the oracle instead of MSPN."""
+def cli_with_backend(monkeypatch):
+    """Invoke the real command in-process, with a stand-in for the MSPN network."""
     from typer.testing import CliRunner
 
-    import mspn_cli.pipeline as pipeline
     from mspn_cli.cli.app import app
 
-    def make_estimator(config=None, weights=None, device="cpu", backend="auto", flip=None, batch_size=None, progress=False):
-        return PoseEstimator(config, backend=oracle, flip=flip, batch_size=batch_size)
+    def invoke(backend, *args):
+        def from_settings(cls, settings, pose_backend=None):
+            return cls(None, backend=backend, flip=settings.flip, batch_size=settings.batch_size)
 
-    monkeypatch.setattr(pipeline, "PoseEstimator", make_estimator)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, [str(a) for a in args])
+        monkeypatch.setattr(PoseEstimator, "from_settings", classmethod(from_settings))
+        return CliRunner().invoke(app, [str(a) for a in args])
+
+    return invoke
+
+
+@pytest.fixture()
+def cli_with_oracle(cli_with_backend, oracle):
+    return lambda *args: cli_with_backend(oracle, *args)
 
 
 def test_missing_image_is_skipped_counted_and_exits_1(tmp_path, cli_with_oracle):
@@ -144,7 +155,7 @@ def test_missing_image_is_skipped_counted_and_exits_1(tmp_path, cli_with_oracle)
     assert {r["image_id"] for r in load_json(results)} == {785, 40083}
 
 
-def test_without_dets_the_detector_runs_once_and_its_boxes_are_cached(tmp_path, monkeypatch, cli_with_oracle):
+def test_without_dets_the_detector_runs_once_and_its_boxes_are_cached(tmp_path, monkeypatch, annotations, cli_with_oracle):
     import mspn_cli.pipeline as pipeline
 
     gt_boxes = {}
@@ -154,19 +165,27 @@ def test_without_dets_the_detector_runs_once_and_its_boxes_are_cached(tmp_path, 
     calls = []
 
     class GroundTruthDetector:
-        """The person detector replaced by the GT boxes (the detector has its own tests)."""
+        """The person detector replaced by the GT boxes (the detector has its own tests).
 
-        def __init__(self, config=None, weights=None, device="cpu", backend="auto", det_size=None, box_thr=0.05, progress=False):
+        Images come in sorted-id order, so the n-th call is for the n-th annotated image.
+        """
+
+        def __init__(self, settings):
             from mspn_cli.config import load_detector_config
 
             self.config = load_detector_config()
             self.weights_sha256 = "gt"
-            assert box_thr == 0.05
+            # Every box above the detector's own threshold, no cap: as the official test.
+            assert settings.box_thr == self.config.postprocess.score_thr and settings.max_persons is None
 
-        def detect_many(self, items):
-            for image_id, image in items:
-                calls.append(image_id)
-                yield image_id, np.array(gt_boxes.get(image_id, np.zeros((0, 5))), np.float32).reshape(-1, 5)
+        @classmethod
+        def from_settings(cls, settings, backend=None):
+            return cls(settings)
+
+        def detect(self, image):
+            image_id = annotations.image_ids[len(calls) % len(annotations.image_ids)]
+            calls.append(image_id)
+            return Detections.from_array(np.array(gt_boxes.get(image_id, np.zeros((0, 5))), np.float32))
 
     monkeypatch.setattr(pipeline, "PersonDetector", GroundTruthDetector)
     results = tmp_path / "det.json"
@@ -183,7 +202,7 @@ def test_without_dets_the_detector_runs_once_and_its_boxes_are_cached(tmp_path, 
     assert "reusing detections" in second.output and len(calls) == 7
     again = cli_with_oracle("eval-coco", "--ann", ANN, "--images", COCO_SAMPLE, "--results", results, "--overwrite")
     assert again.exit_code == 0, again.output
-    assert "reusing detections" not in again.output and len(calls) == 40
+    assert "reusing detections" not in again.output and len(calls) == 14
 
 
 # --------------------------------------------------------------------------- the real CLI, no network needed
@@ -197,12 +216,15 @@ def test_existing_results_are_evaluated_without_a_network(tmp_path):
     results.write_text(json.dumps(gt))
     proc = run_mspn("eval-coco", "--results", results, "--ann", ANN, "--summary", tmp_path / "s.json", check=True)
     summary = load_json(tmp_path / "s.json")
-    assert summary["stats"] == {name: 1.0 for name in coco.STAT_NAMES}
+    assert summary["stats"] == {name: 1.0 for name in STAT_NAMES}
     assert "published mspn_4stage" in proc.stderr and "AP .75" in proc.stderr
     log = (tmp_path / "gt.eval.log").read_text()
     assert "Average Precision" in log and "Average Precision" not in proc.stderr  # pycocotools prints go to the log
-    verbose = run_mspn("eval-coco", "--results", results, "--ann", ANN, "--verbose", check=True)
+    # The root's -v (a counter for every command) also prints pycocotools' output.
+    verbose = run_mspn("-v", "eval-coco", "--results", results, "--ann", ANN, check=True)
     assert "Average Precision" in verbose.stderr
+    after = run_mspn("eval-coco", "--results", results, "--ann", ANN, "--verbose")
+    assert after.returncode == 2 and "No such option: --verbose" in after.stderr
 
 
 def test_malformed_dets_is_a_clean_error(tmp_path):
@@ -210,7 +232,7 @@ def test_malformed_dets_is_a_clean_error(tmp_path):
     dets.write_text(json.dumps([{"image_id": 785, "category_id": 1, "bbox": [1, 2, -3, 4], "score": 0.9}]))
     proc = run_mspn("eval-coco", "--dets", dets, "--ann", ANN, "--images", COCO_SAMPLE, "--results", tmp_path / "r.json")
     assert_clean_error(proc, code=3)
-    assert "entry 0" in proc.stderr and "width and height must be > 0" in proc.stderr
+    assert "entry 0" in proc.stderr and "negative width or height" in proc.stderr
     dets.write_text("[{")
     assert_clean_error(run_mspn("eval-coco", "--dets", dets, "--ann", ANN, "--images", COCO_SAMPLE, "--results", tmp_path / "r.json"), code=3)
 
@@ -248,8 +270,8 @@ def test_shard_with_summary_is_a_usage_error(tmp_path):
 def test_merge_results_cli(tmp_path, oracle, annotations, selection):
     parts = []
     for k in range(2):
-        part = coco.shard_results_path(tmp_path / "all.json", k, 2)
-        coco.run_keypoint_eval(oracle_estimator(oracle), annotations, selection, part, shard=(k, 2), settings={"r": 1})
+        part = shard_results_path(tmp_path / "all.json", k, 2)
+        run_keypoint_eval(oracle_pipeline(oracle), annotations, selection, part, shard=(k, 2), settings={"r": 1})
         parts.append(part)
     proc = run_mspn("merge-results", parts[0], "-o", tmp_path / "lonely.json")
     assert_clean_error(proc, code=3)
@@ -260,3 +282,104 @@ def test_merge_results_cli(tmp_path, oracle, annotations, selection):
     proc = run_mspn("merge-results", *parts, parts[0], "-o", tmp_path / "dup.json")
     assert_clean_error(proc, code=3)
     assert "given twice" in proc.stderr
+
+
+# --------------------------------------------------------------------------- issue 15: items 4, 13 and 14
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_no_output_may_be_an_input(tmp_path, overwrite):
+    ann = tmp_path / "ann.json"
+    ann.write_bytes(ANN.read_bytes())
+    dets = tmp_path / "dets.json"
+    dets.write_bytes(DETS.read_bytes())
+    alias = tmp_path / "alias.json"
+    alias.symlink_to(ann)
+    common = ["eval-coco", "--images", COCO_SAMPLE, *overwrite]
+    for args in (
+        ["--results", ann, "--ann", ann],
+        ["--results", ann, "--ann", ann, "--dets", dets],
+        ["--results", dets, "--ann", ann, "--dets", dets],
+        ["--results", tmp_path / "r.json", "--ann", ann, "--dets", dets, "--summary", ann],
+        ["--results", tmp_path / "." / "ann.json", "--ann", ann],
+        ["--results", alias, "--ann", ann],  # another name of the same file
+    ):
+        proc = run_mspn(*common, *args)
+        assert_clean_error(proc, code=2)
+        assert "is one of the inputs" in proc.stderr
+    assert ann.read_bytes() == ANN.read_bytes() and dets.read_bytes() == DETS.read_bytes()
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_no_output_may_be_an_image_of_the_run(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("000000000785.jpg", "000000040083.jpg"):
+        (images / name).write_bytes((COCO_SAMPLE / name).read_bytes())
+    target = images / "000000000785.jpg"
+    proc = run_mspn("eval-coco", "--ann", ANN, "--images", images, "--dets", DETS, "--results", target, "--overwrite")
+    assert_clean_error(proc, code=2)
+    assert "is one of the inputs" in proc.stderr and target.read_bytes() == (COCO_SAMPLE / target.name).read_bytes()
+
+
+def test_merge_results_output_may_not_be_a_shard(tmp_path):
+    shard = tmp_path / "r.shard-0-of-1.json"
+    shard.write_text("{}")
+    proc = run_mspn("merge-results", shard, "-o", shard, "--overwrite")
+    assert_clean_error(proc, code=2)
+    assert "is one of the inputs" in proc.stderr and shard.read_text() == "{}"
+
+
+def test_empty_results_say_why_every_stat_is_zero_on_stderr(tmp_path):
+    results = tmp_path / "empty.json"
+    results.write_text("[]")
+    proc = run_mspn("eval-coco", "--results", results, "--ann", ANN, "--summary", tmp_path / "s.json")
+    assert proc.returncode == 0, proc.stderr
+    reasons = [line for line in proc.stderr.splitlines() if "holds no keypoint results" in line]
+    assert len(reasons) == 1 and str(results) in reasons[0] and "every stat is 0" in reasons[0]
+    assert load_json(tmp_path / "s.json")["stats"] == {name: 0.0 for name in STAT_NAMES}
+
+
+class FlatHeatmaps:
+    """A stand-in network: flat heatmaps for every crop (what is tested is the plumbing)."""
+
+    name = "flat"
+
+    def __init__(self):
+        self.crops = 0
+
+    def run(self, batch):
+        self.crops += len(batch)
+        return [np.zeros((len(batch), 17, 64, 48), np.float32)]
+
+
+def test_degenerate_boxes_do_not_refuse_the_file(tmp_path, cli_with_backend):
+    """Issue 15 item 14, with a detections file built for it: odd lines are dropped or kept as the official test does."""
+    person = {"image_id": 785, "category_id": 1, "bbox": [280.0, 40.0, 150.0, 380.0], "score": 0.9}
+    entries = [
+        person,
+        {**person, "bbox": [300.0, 50.0, 0.0, 300.0]},  # zero width: widened by the extension
+        {**person, "bbox": [300.0, 50.0, 120.0, 0.0]},  # zero height
+        {**person, "bbox": [300.0, 50.0, 0.0, 0.0], "score": 0.2},  # zero size: still cropped
+        {**person, "category_id": 44, "bbox": [1.0, 2.0, 0.0, 0.0]},  # another category: dropped
+        {**person, "category_id": 2, "bbox": [1.0, 2.0, -3.0, 4.0]},  # dropped without looking at the box
+        {**person, "image_id": 123456789, "bbox": [1.0, 2.0, 0.0, 4.0]},  # not annotated: dropped
+        {**person, "image_id": 40083},
+    ]
+    dets = tmp_path / "odd_dets.json"
+    dets.write_text(json.dumps(entries))
+    backend = FlatHeatmaps()
+    results, summary = tmp_path / "r.json", tmp_path / "s.json"
+    proc = cli_with_backend(backend, "eval-coco", "--dets", dets, "--ann", ANN, "--images", COCO_SAMPLE,
+                            "--results", results, "--summary", summary, "--batch-size", "3")
+    assert proc.exit_code == 0, proc.output
+    records = load_json(results)
+    assert [r["image_id"] for r in records] == [785] * 4 + [40083] and backend.crops == 2 * 5
+    assert all(np.isfinite(r["keypoints"]).all() and np.isfinite(r["score"]) for r in records)
+    counts = load_json(summary)["counts"]
+    assert counts["detections_in_file"] == 8 and counts["detections_used"] == 5
+    assert counts["detections_dropped_not_person"] == 2 and counts["detections_dropped_unknown_image"] == 1
+    said = " ".join(proc.output.split())
+    assert "5 of 8 detection(s) used, 3 dropped (2 not person, 1 on images not in the annotations)" in said
+    assert "3 person box(es) of width or height 0 kept" in said
+    assert "Warning" not in said and "Traceback" not in said

@@ -1,17 +1,24 @@
-"""mspn_cli.evaluation.coco without any network: detections, annotations, shards, scoring, checkpoint, merge."""
+"""mspn_cli.evaluation without any network: selection, annotations, shards, scoring, checkpoint, merge."""
 
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from mspn_cli.evaluation import coco
 from mspn_cli.errors import InputError, UsageError
+from mspn_cli.evaluation.annotations import load_annotations
+from mspn_cli.evaluation.checkpoint import checkpoint_path_for
+from mspn_cli.evaluation.cocoeval import STAT_NAMES, evaluate_keypoints, published_stats
+from mspn_cli.evaluation.run import run_keypoint_eval, write_results
+from mspn_cli.evaluation.selection import select_person_detections
+from mspn_cli.evaluation.shards import merge_results, parse_shard, select_shard, shard_results_path
+from mspn_cli.evaluation.summary import build_summary
+from mspn_cli.io.detections import load_detections, parse_detections
+from mspn_cli.pose.result import PoseResult
 from tests.conftest import COCO_SAMPLE
 
 ANN = COCO_SAMPLE / "person_keypoints_sample.json"
@@ -36,88 +43,65 @@ def gt_as_results():
 
 @pytest.fixture(scope="module")
 def annotations():
-    return coco.load_annotations(ANN, COCO_SAMPLE)
+    return load_annotations(ANN, COCO_SAMPLE)
 
 
-# --------------------------------------------------------------------------- detections
+# --------------------------------------------------------------------------- selection
+
+
+def select(path_or_entries, annotations):
+    if isinstance(path_or_entries, list):
+        found = parse_detections(path_or_entries, "dets.json", require_coco_fields=True)
+    else:
+        found = load_detections(path_or_entries, require_coco_fields=True)
+    return select_person_detections(found, annotations.image_ids)
 
 
 def test_sample_detections_are_all_used_and_converted_to_xyxy_float32(annotations):
-    selection = coco.select_person_detections(coco.load_detections(DETS), annotations.image_ids)
+    selection = select(DETS, annotations)
     assert (selection.total, selection.used, selection.dropped_not_person, selection.dropped_unknown_image) == (25, 25, 0, 0)
     first = json.loads(DETS.read_text())[0]
     x, y, w, h = first["bbox"]
-    boxes = selection.boxes[first["image_id"]]
-    assert boxes.dtype == np.float32 and selection.scores[first["image_id"]].dtype == np.float32
+    detections = selection.detections[first["image_id"]]
+    assert detections.boxes.dtype == np.float32 and detections.scores.dtype == np.float32
     # Official conversion: x + w in float64, then float32.
-    np.testing.assert_array_equal(boxes[0], np.array([x, y, x + w, y + h], dtype=np.float32))
+    np.testing.assert_array_equal(detections.boxes[0], np.array([x, y, x + w, y + h], dtype=np.float32))
 
 
 def test_detections_keep_file_order_within_an_image(annotations):
-    selection = coco.select_person_detections(coco.load_detections(DETS_NOISY), annotations.image_ids)
+    selection = select(DETS_NOISY, annotations)
     entries = [d for d in json.loads(DETS_NOISY.read_text()) if d["image_id"] == 329323]
-    np.testing.assert_allclose(selection.scores[329323], [d["score"] for d in entries], rtol=1e-6)
+    np.testing.assert_allclose(selection.detections[329323].scores, [d["score"] for d in entries], rtol=1e-6)
     assert selection.used == 26
 
 
 GOOD = {"image_id": 785, "category_id": 1, "bbox": [10.0, 20.0, 30.0, 40.0], "score": 0.9}
 
 
-@pytest.mark.parametrize(
-    "bad, reason",
-    [
-        ("not a dict", "expected an object"),
-        ({**GOOD, "image_id": "785"}, "'image_id' must be an integer"),
-        ({**GOOD, "image_id": True}, "'image_id' must be an integer"),
-        ({**GOOD, "image_id": 785.0}, "'image_id' must be an integer"),
-        ({**GOOD, "category_id": None}, "'category_id' must be an integer"),
-        ({k: v for k, v in GOOD.items() if k != "score"}, "missing 'score'"),
-        ({**GOOD, "bbox": "10 20 30 40"}, "'bbox' must be a list of 4 numbers"),
-        ({**GOOD, "bbox": [10, 20, 30]}, "'bbox' must be a list of 4 numbers"),
-        ({**GOOD, "bbox": [10, 20, "30", 40]}, "4 finite numbers"),
-        ({**GOOD, "bbox": [10, 20, -30, 40]}, "width and height must be > 0"),
-        ({**GOOD, "bbox": [10, 20, 30, 0]}, "width and height must be > 0"),
-        ({**GOOD, "bbox": [10, float("nan"), 30, 40]}, "4 finite numbers"),
-        ({**GOOD, "bbox": [10, 20, float("inf"), 40]}, "4 finite numbers"),
-        ({**GOOD, "score": float("nan")}, "'score' must be a finite number"),
-        ({**GOOD, "score": "0.9"}, "'score' must be a finite number"),
-    ],
-)
-def test_invalid_detection_names_the_entry_and_the_reason(tmp_path, bad, reason):
-    # json.dumps writes NaN/Infinity, which Python's json.load accepts: the check must catch them.
-    path = write_json(tmp_path / "dets.json", [GOOD, GOOD, bad])
-    with pytest.raises(InputError) as info:
-        coco.load_detections(path)
-    message = str(info.value)
-    assert "entry 2" in message and reason in message and str(path) in message
+def test_empty_detection_list_is_valid(annotations):
+    selection = select([], annotations)
+    assert selection.total == 0 and selection.used == 0 and selection.detections == {}
 
 
-def test_detections_file_must_be_a_list(tmp_path):
-    path = write_json(tmp_path / "dets.json", {"images": [], "annotations": []})
-    with pytest.raises(InputError, match="expected a JSON list of detections, got an object"):
-        coco.load_detections(path)
-
-
-def test_malformed_and_missing_detection_files(tmp_path):
-    broken = tmp_path / "broken.json"
-    broken.write_text('[{"image_id": 785, "bbox": [1, 2, 3')
-    with pytest.raises(InputError, match=r"not valid JSON \(line 1"):
-        coco.load_detections(broken)
-    with pytest.raises(InputError, match="not found"):
-        coco.load_detections(tmp_path / "absent.json")
-
-
-def test_empty_detection_list_is_valid(tmp_path, annotations):
-    detections = coco.load_detections(write_json(tmp_path / "dets.json", []))
-    selection = coco.select_person_detections(detections, annotations.image_ids)
-    assert detections == [] and selection.total == 0 and selection.used == 0 and selection.boxes == {}
-
-
-def test_unknown_images_and_other_categories_are_dropped_and_counted(tmp_path, annotations):
+def test_unknown_images_and_other_categories_are_dropped_and_counted(annotations):
     entries = [GOOD, {**GOOD, "image_id": 999999}, {**GOOD, "category_id": 18}, {**GOOD, "image_id": 1, "category_id": 3}]
-    selection = coco.select_person_detections(coco.load_detections(write_json(tmp_path / "d.json", entries)), annotations.image_ids)
+    selection = select(entries, annotations)
     assert (selection.total, selection.used, selection.dropped_not_person, selection.dropped_unknown_image) == (4, 1, 2, 1)
-    assert list(selection.boxes) == [785]
+    assert list(selection.detections) == [785]
+
+
+def test_degenerate_person_boxes_are_kept_and_counted(annotations):
+    """Issue 15 item 14: zero width or height person boxes are samples, as in the official test."""
+    entries = [
+        GOOD,
+        {**GOOD, "bbox": [50.0, 60.0, 0.0, 80.0]},
+        {**GOOD, "bbox": [5, 6, 0, 0]},
+        {**GOOD, "image_id": 999999, "bbox": [5, 6, 0, 0]},  # unknown image: dropped, not counted as kept
+        {**GOOD, "category_id": 2, "bbox": [5, 6, 0, -1]},  # another category: dropped unchecked
+    ]
+    selection = select(entries, annotations)
+    assert (selection.total, selection.used, selection.zero_size) == (5, 3, 2)
+    assert (selection.dropped_not_person, selection.dropped_unknown_image) == (1, 1)
 
 
 # --------------------------------------------------------------------------- annotations
@@ -131,7 +115,7 @@ def test_annotations_load_sorted_ids_and_file_names(annotations):
 
 def test_missing_annotation_file_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="annotations file .* not found"):
-        coco.load_annotations(tmp_path / "person_keypoints_val2017.json")
+        load_annotations(tmp_path / "person_keypoints_val2017.json")
 
 
 def test_annotations_without_keypoints_are_refused(tmp_path):
@@ -140,14 +124,14 @@ def test_annotations_without_keypoints_are_refused(tmp_path):
         category.pop("keypoints")
     path = write_json(tmp_path / "instances.json", data)
     with pytest.raises(InputError, match="has no person keypoints"):
-        coco.load_annotations(path)
+        load_annotations(path)
     with pytest.raises(InputError, match="has no person keypoints"):
-        coco.evaluate_keypoints(path, gt_as_results())
+        evaluate_keypoints(path, gt_as_results())
 
 
 def test_detections_file_given_as_annotations_is_refused(tmp_path):
     with pytest.raises(InputError, match="not a COCO annotations file"):
-        coco.load_annotations(DETS)
+        load_annotations(DETS)
 
 
 # --------------------------------------------------------------------------- shards
@@ -156,19 +140,19 @@ def test_detections_file_given_as_annotations_is_refused(tmp_path):
 @pytest.mark.parametrize("count", [1, 2, 3, 7, 20, 25])
 def test_shards_cover_every_image_exactly_once(count):
     ids = [int(i) for i in np.random.default_rng(count).permutation(np.arange(1000, 1020))]
-    shards = [coco.select_shard(ids, k, count) for k in range(count)]
+    shards = [select_shard(ids, k, count) for k in range(count)]
     flat = [i for shard in shards for i in shard]
     assert sorted(flat) == sorted(ids) and len(flat) == len(set(flat))
     # Deterministic: independent of the input order.
-    assert shards == [coco.select_shard(sorted(ids, reverse=True), k, count) for k in range(count)]
+    assert shards == [select_shard(sorted(ids, reverse=True), k, count) for k in range(count)]
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
 
 
 def test_parse_shard():
-    assert coco.parse_shard("3/8") == (3, 8) and coco.parse_shard(" 0 / 1 ") == (0, 1)
+    assert parse_shard("3/8") == (3, 8) and parse_shard(" 0 / 1 ") == (0, 1)
     for bad in ("8/8", "1/0", "-1/4", "a/b", "3", "3/8/1"):
         with pytest.raises(UsageError):
-            coco.parse_shard(bad)
+            parse_shard(bad)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -176,9 +160,9 @@ def test_parse_shard():
 
 def test_ground_truth_as_results_scores_one_on_all_ten_stats(annotations):
     results = gt_as_results()
-    report = coco.evaluate_keypoints(annotations, results)
-    assert list(report.stats) == list(coco.STAT_NAMES)
-    assert report.stats == {name: 1.0 for name in coco.STAT_NAMES}
+    report = evaluate_keypoints(annotations, results)
+    assert list(report.stats) == list(STAT_NAMES)
+    assert report.stats == {name: 1.0 for name in STAT_NAMES}
     assert "Average Precision" in report.log and report.num_results == 22
 
 
@@ -187,47 +171,48 @@ def test_evaluation_from_a_file_ignores_extra_fields_and_does_not_mutate(tmp_pat
     # `bbox` must not switch pycocotools to box-area mode; the input must stay untouched.
     with_extras = [{**r, "bbox": [0, 0, 1, 1], "box_score": 1.0} for r in results]
     snapshot = json.dumps(with_extras)
-    assert coco.evaluate_keypoints(ANN, with_extras).stats["AP"] == 1.0
+    assert evaluate_keypoints(ANN, with_extras).stats["AP"] == 1.0
     assert json.dumps(with_extras) == snapshot
     path = write_json(tmp_path / "results.json", results)
-    assert coco.evaluate_keypoints(ANN, path).stats == {name: 1.0 for name in coco.STAT_NAMES}
+    assert evaluate_keypoints(ANN, path).stats == {name: 1.0 for name in STAT_NAMES}
 
 
 def test_results_for_images_not_in_the_annotations_are_refused(annotations):
     results = gt_as_results() + [{"image_id": 424242, "category_id": 1, "keypoints": [1.0] * 51, "score": 0.5}]
     with pytest.raises(InputError, match="image_id 424242, which is not in the annotations"):
-        coco.evaluate_keypoints(annotations, results)
+        evaluate_keypoints(annotations, results)
 
 
 def test_malformed_results_are_refused(tmp_path, annotations):
     bad = gt_as_results()[:3] + [{"image_id": 785, "keypoints": [1.0] * 50, "score": 1.0}]
     with pytest.raises(InputError, match="entry 3 .*51 numbers"):
-        coco.evaluate_keypoints(annotations, bad)
+        evaluate_keypoints(annotations, bad)
     with pytest.raises(InputError, match="expected a JSON list"):
-        coco.evaluate_keypoints(annotations, write_json(tmp_path / "r.json", {"results": []}))
+        evaluate_keypoints(annotations, write_json(tmp_path / "r.json", {"results": []}))
 
 
 def test_empty_results_score_zero(annotations):
-    report = coco.evaluate_keypoints(annotations, [])
-    assert report.stats == {name: 0.0 for name in coco.STAT_NAMES}
+    report = evaluate_keypoints(annotations, [])
+    assert report.stats == {name: 0.0 for name in STAT_NAMES}
 
 
 def test_evaluation_can_be_restricted_to_some_images(annotations):
     results = [r for r in gt_as_results() if r["image_id"] in (785, 40083)]
-    report = coco.evaluate_keypoints(annotations, results, image_ids=[785, 40083])
+    report = evaluate_keypoints(annotations, results, image_ids=[785, 40083])
     assert report.stats["AP"] == 1.0 and report.num_images == 2
 
 
 def test_published_row_is_the_mspn_4stage_readme():
-    assert coco.PUBLISHED_MSPN_4STAGE["AP"] == 0.752 and coco.PUBLISHED_MSPN_4STAGE["ARl"] == 0.887
-    assert list(coco.PUBLISHED_MSPN_4STAGE) == list(coco.STAT_NAMES)
+    published = published_stats()
+    assert published["AP"] == 0.752 and published["ARl"] == 0.887
+    assert list(published) == list(STAT_NAMES)
 
 
-# --------------------------------------------------------------------------- run engine (fake network)
+# --------------------------------------------------------------------------- the run (fake pipeline)
 
 
-class FakeEstimator:
-    """Stands in for PoseEstimator.estimate_many: keypoints derived from the boxes, no network.
+class FakePipeline:
+    """Stands in for PosePipeline.run: keypoints derived from the boxes, no network.
 
     `fail_after` images raises, as a crash mid-run would.
     """
@@ -236,36 +221,37 @@ class FakeEstimator:
         self.fail_after = fail_after
         self.seen = []
 
-    def estimate_many(self, items):
-        for key, image, boxes, scores in items:
+    def run(self, items):
+        for item in items:
             if self.fail_after is not None and len(self.seen) >= self.fail_after:
                 raise RuntimeError("simulated crash")
-            self.seen.append(key)
+            self.seen.append(item.key)
+            boxes, scores = item.detections.boxes, item.detections.scores
             n = len(boxes)
             centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
             kps = np.zeros((n, 17, 3), np.float32)
             kps[:, :, :2] = centres[:, None, :] + np.arange(17, dtype=np.float32)[None, :, None] / 3
             kps[:, :, 2] = 0.5
-            yield key, SimpleNamespace(keypoints=kps, boxes=boxes, box_scores=scores, scores=0.5 * scores)
+            yield item.key, PoseResult(keypoints=kps, boxes=boxes, box_scores=scores, scores=0.5 * scores)
 
 
 @pytest.fixture(scope="module")
 def selection(annotations):
-    return coco.select_person_detections(coco.load_detections(DETS_NOISY), annotations.image_ids)
+    return select(DETS_NOISY, annotations)
 
 
 def test_interrupted_and_resumed_run_writes_the_same_file(tmp_path, annotations, selection):
-    reference = coco.run_keypoint_eval(FakeEstimator(), annotations, selection, tmp_path / "ref.json", settings={"s": 1})
-    assert reference.processed_images == 7 and not coco.checkpoint_path_for(tmp_path / "ref.json").exists()
+    reference = run_keypoint_eval(FakePipeline(), annotations, selection, tmp_path / "ref.json", settings={"s": 1})
+    assert reference.processed_images == 7 and not checkpoint_path_for(tmp_path / "ref.json").exists()
 
     target = tmp_path / "run.json"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        coco.run_keypoint_eval(FakeEstimator(fail_after=3), annotations, selection, target, settings={"s": 1})
-    checkpoint = coco.checkpoint_path_for(target)
+        run_keypoint_eval(FakePipeline(fail_after=3), annotations, selection, target, settings={"s": 1})
+    checkpoint = checkpoint_path_for(target)
     assert not target.exists() and len(checkpoint.read_text().splitlines()) == 1 + 3
-    resumed_estimator = FakeEstimator()
-    resumed = coco.run_keypoint_eval(resumed_estimator, annotations, selection, target, settings={"s": 1})
-    assert resumed.resumed_images == 3 and resumed.processed_images == 4 and len(resumed_estimator.seen) == 4
+    resumed_pipeline = FakePipeline()
+    resumed = run_keypoint_eval(resumed_pipeline, annotations, selection, target, settings={"s": 1})
+    assert resumed.resumed_images == 3 and resumed.processed_images == 4 and len(resumed_pipeline.seen) == 4
     assert target.read_bytes() == (tmp_path / "ref.json").read_bytes()
     assert not checkpoint.exists()
 
@@ -273,24 +259,24 @@ def test_interrupted_and_resumed_run_writes_the_same_file(tmp_path, annotations,
 def test_torn_checkpoint_line_is_dropped(tmp_path, annotations, selection):
     target = tmp_path / "run.json"
     with pytest.raises(RuntimeError):
-        coco.run_keypoint_eval(FakeEstimator(fail_after=5), annotations, selection, target, settings={"s": 1})
-    checkpoint = coco.checkpoint_path_for(target)
+        run_keypoint_eval(FakePipeline(fail_after=5), annotations, selection, target, settings={"s": 1})
+    checkpoint = checkpoint_path_for(target)
     lines = checkpoint.read_bytes().splitlines(keepends=True)
     # SIGKILL in the middle of writing line 5: half a line, no newline.
     checkpoint.write_bytes(b"".join(lines[:5]) + lines[5][: len(lines[5]) // 2])
-    run = coco.run_keypoint_eval(FakeEstimator(), annotations, selection, target, settings={"s": 1})
+    run = run_keypoint_eval(FakePipeline(), annotations, selection, target, settings={"s": 1})
     assert run.resumed_images == 4 and run.processed_images == 3
-    reference = coco.run_keypoint_eval(FakeEstimator(), annotations, selection, tmp_path / "ref.json", settings={"s": 1})
+    reference = run_keypoint_eval(FakePipeline(), annotations, selection, tmp_path / "ref.json", settings={"s": 1})
     assert target.read_bytes() == reference.results_path.read_bytes()
 
 
 def test_checkpoint_with_other_settings_is_refused_unless_no_resume(tmp_path, annotations, selection):
     target = tmp_path / "run.json"
     with pytest.raises(RuntimeError):
-        coco.run_keypoint_eval(FakeEstimator(fail_after=3), annotations, selection, target, settings={"flip": True})
+        run_keypoint_eval(FakePipeline(fail_after=3), annotations, selection, target, settings={"flip": True})
     with pytest.raises(UsageError, match="different settings .*flip.*--no-resume"):
-        coco.run_keypoint_eval(FakeEstimator(), annotations, selection, target, settings={"flip": False})
-    run = coco.run_keypoint_eval(FakeEstimator(), annotations, selection, target, settings={"flip": False}, resume=False)
+        run_keypoint_eval(FakePipeline(), annotations, selection, target, settings={"flip": False})
+    run = run_keypoint_eval(FakePipeline(), annotations, selection, target, settings={"flip": False}, resume=False)
     assert run.resumed_images == 0 and run.processed_images == 7
 
 
@@ -299,18 +285,18 @@ def test_missing_images_are_skipped_counted_and_retried_on_resume(tmp_path, anno
     image_dir.mkdir()
     for image_id in annotations.image_ids[:4]:
         (image_dir / annotations.file_names[image_id]).symlink_to(COCO_SAMPLE / annotations.file_names[image_id])
-    subset = coco.load_annotations(ANN, image_dir)
+    subset = load_annotations(ANN, image_dir)
     target = tmp_path / "run.json"
-    run = coco.run_keypoint_eval(FakeEstimator(), subset, selection, target, image_ids=subset.image_ids[:6])
+    run = run_keypoint_eval(FakePipeline(), subset, selection, target, image_ids=subset.image_ids[:6])
     assert [i for i, _ in run.missing_images] == subset.image_ids[4:6] and run.processed_images == 4
     assert "file not found" in run.missing_images[0][1]
     assert run.checkpoint_kept and {r["image_id"] for r in run.records} == set(subset.image_ids[:4])
     # The image comes back: a resumed run only processes it.
     for image_id in subset.image_ids[4:6]:
         (image_dir / subset.file_names[image_id]).symlink_to(COCO_SAMPLE / subset.file_names[image_id])
-    estimator = FakeEstimator()
-    rerun = coco.run_keypoint_eval(estimator, subset, selection, target, image_ids=subset.image_ids[:6])
-    assert estimator.seen == subset.image_ids[4:6] and rerun.missing_images == []
+    pipeline = FakePipeline()
+    rerun = run_keypoint_eval(pipeline, subset, selection, target, image_ids=subset.image_ids[:6])
+    assert pipeline.seen == subset.image_ids[4:6] and rerun.missing_images == []
 
 
 # --------------------------------------------------------------------------- shards and merging
@@ -319,19 +305,19 @@ def test_missing_images_are_skipped_counted_and_retried_on_resume(tmp_path, anno
 @pytest.fixture(scope="module")
 def shard_files(tmp_path_factory, annotations, selection):
     folder = tmp_path_factory.mktemp("shards")
-    single = coco.run_keypoint_eval(FakeEstimator(), annotations, selection, folder / "single.json", settings={"s": 1})
+    single = run_keypoint_eval(FakePipeline(), annotations, selection, folder / "single.json", settings={"s": 1})
     parts = []
     for k in range(3):
-        path = coco.shard_results_path(folder / "all.json", k, 3)
-        coco.run_keypoint_eval(FakeEstimator(), annotations, selection, path, shard=(k, 3), settings={"s": 1})
+        path = shard_results_path(folder / "all.json", k, 3)
+        run_keypoint_eval(FakePipeline(), annotations, selection, path, shard=(k, 3), settings={"s": 1})
         parts.append(path)
     return single.results_path, parts
 
 
 def test_merged_shards_equal_the_single_run(tmp_path, shard_files, annotations):
     single, parts = shard_files
-    merged = coco.merge_results(list(reversed(parts)), annotations)
-    coco.write_results(tmp_path / "merged.json", merged.records)
+    merged = merge_results(list(reversed(parts)), annotations)
+    write_results(tmp_path / "merged.json", merged.records)
     assert (tmp_path / "merged.json").read_bytes() == single.read_bytes()
     assert merged.count == 3 and merged.image_ids == annotations.image_ids
     assert merged.counts["detections_used"] == 26
@@ -340,20 +326,20 @@ def test_merged_shards_equal_the_single_run(tmp_path, shard_files, annotations):
 def test_merge_refuses_a_missing_shard(shard_files):
     _, parts = shard_files
     with pytest.raises(InputError, match="missing shard.* 1/3"):
-        coco.merge_results([parts[0], parts[2]])
+        merge_results([parts[0], parts[2]])
 
 
 def test_merge_refuses_duplicates(tmp_path, shard_files):
     _, parts = shard_files
     with pytest.raises(InputError, match="given twice"):
-        coco.merge_results([parts[0], parts[1], parts[2], parts[1]])
+        merge_results([parts[0], parts[1], parts[2], parts[1]])
     # A hand-edited shard claiming an image of another shard.
     data = json.loads(parts[2].read_text())
     stolen = json.loads(parts[0].read_text())["image_ids"][0]
     data["image_ids"].append(stolen)
     forged = write_json(tmp_path / "forged.json", data)
     with pytest.raises(InputError, match=f"image_id {stolen} is in shard 0 and shard 2"):
-        coco.merge_results([parts[0], parts[1], forged])
+        merge_results([parts[0], parts[1], forged])
 
 
 def test_merge_refuses_mixed_runs_and_non_shard_files(tmp_path, shard_files, annotations):
@@ -362,26 +348,72 @@ def test_merge_refuses_mixed_runs_and_non_shard_files(tmp_path, shard_files, ann
     data["settings"] = {"s": 2}
     other = write_json(tmp_path / "other.json", data)
     with pytest.raises(InputError, match="different settings"):
-        coco.merge_results([parts[0], other, parts[2]])
+        merge_results([parts[0], other, parts[2]])
     with pytest.raises(InputError, match="complete results list, not a shard file"):
-        coco.merge_results([single])
+        merge_results([single])
     # Shards of a smaller annotation set do not cover the full one.
     data = json.loads(parts[0].read_text())
     data["shard"] = [0, 1]
     small = write_json(tmp_path / "small.json", data)
     with pytest.raises(InputError, match="do not cover the annotation file"):
-        coco.merge_results([small], annotations)
+        merge_results([small], annotations)
 
 
 def test_a_shard_file_cannot_be_evaluated_directly(shard_files, annotations):
     _, parts = shard_files
     with pytest.raises(InputError, match="is shard 0/3; combine all shards"):
-        coco.evaluate_keypoints(annotations, parts[0])
+        evaluate_keypoints(annotations, parts[0])
 
 
 def test_summary_holds_stats_published_row_and_difference(annotations):
-    report = coco.evaluate_keypoints(annotations, gt_as_results())
-    summary = coco.build_summary(report, {"flip": True}, {"images": 20})
+    report = evaluate_keypoints(annotations, gt_as_results())
+    summary = build_summary(report, {"flip": True}, {"images": 20})
     assert summary["stats"]["AP"] == 1.0
     assert math.isclose(summary["difference_to_published"]["AP"], 1.0 - 0.752)
     json.dumps(summary)
+
+
+# --------------------------------------------------------------------------- jobs and the real pipeline
+
+
+def test_eval_job_round_trips_through_json():
+    from mspn_cli.evaluation.job import EvalJob
+    from mspn_cli.settings import RunSettings
+
+    settings = RunSettings(weights="w.pkl", backend="onnxruntime", flip=False, batch_size=3, det_size=(512, 853))
+    job = EvalJob(settings, "ann.json", "images", "dets.json", "r.shard-1-of-2.json", shard=(1, 2), resume=False,
+                  boxes_fingerprint="detector x")
+    assert EvalJob.from_dict(json.loads(json.dumps(job.to_dict()))) == job
+    with pytest.raises(UsageError, match="unknown evaluation job fields: argv"):
+        EvalJob.from_dict({**job.to_dict(), "argv": []})
+
+
+class ZeroHeatmaps:
+    """A stand-in network: flat heatmaps for every crop (what is tested is the plumbing)."""
+
+    name = "zeros"
+
+    def __init__(self):
+        self.crops = 0
+
+    def run(self, batch):
+        self.crops += len(batch)
+        return [np.zeros((len(batch), 17, 64, 48), np.float32)]
+
+
+def test_degenerate_boxes_run_through_the_real_pipeline(tmp_path, annotations):
+    """Issue 15 item 14: zero width, zero height and zero size person boxes all become results."""
+    import warnings
+
+    from mspn_cli.pipeline import PoseEstimator, PosePipeline
+
+    entries = [GOOD, {**GOOD, "bbox": [50, 60, 0, 80]}, {**GOOD, "bbox": [50, 60, 40, 0]}, {**GOOD, "bbox": [5, 6, 0, 0]}]
+    backend = ZeroHeatmaps()
+    pipeline = PosePipeline(PoseEstimator(backend=backend, batch_size=3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no numpy warning may reach the user
+        run = run_keypoint_eval(pipeline, annotations, select(entries, annotations), tmp_path / "r.json", image_ids=[785])
+    assert backend.crops == 2 * 4 and [r["image_id"] for r in run.records] == [785] * 4
+    assert all(math.isfinite(v) for r in run.records for v in r["keypoints"] + [r["score"]])
+    # A box of zero size maps every keypoint back onto its one point.
+    assert set(run.records[3]["keypoints"][0::3]) == {5.0} and set(run.records[3]["keypoints"][1::3]) == {6.0}

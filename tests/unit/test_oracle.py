@@ -17,28 +17,25 @@ DETS = COCO_SAMPLE / "person_dets_sample.json"
 def test_oracle_heatmaps_through_keypoints_pipeline_reach_ap_095():
     import json
 
-    from mspn_cli.evaluation.coco import evaluate_keypoints
+    from mspn_cli.evaluation.cocoeval import evaluate_keypoints
     from mspn_cli.io.detections import load_detections
-    from mspn_cli.pipeline import PoseEstimator
-    from mspn_cli.io.records import keypoint_records
     from mspn_cli.io.sources import read_image
+    from mspn_cli.pipeline import PipelineItem, PoseEstimator, PosePipeline
 
     oracle = OracleBackend.from_coco(ANN, DETS, COCO_SAMPLE)
-    estimator = PoseEstimator(backend=oracle, batch_size=7)  # odd size: chunks cross image borders
+    pipeline = PosePipeline(PoseEstimator(backend=oracle, batch_size=7))  # odd size: chunks cross image borders
     dets = load_detections(DETS, require_coco_fields=True)
     images = {img["id"]: img["file_name"] for img in json.loads(ANN.read_text())["images"]}
 
     def items():
         for image_id in sorted(images):
-            found = dets.boxes_for(image_id, None)
-            if found is None:
-                continue
-            boxes, scores = found
-            yield image_id, read_image(COCO_SAMPLE / images[image_id]), boxes, scores
+            found = dets.detections_for(image_id)
+            if found is not None:
+                yield PipelineItem(image_id, read_image(COCO_SAMPLE / images[image_id]), found)
 
     records = []
-    for image_id, result in estimator.estimate_many(items()):
-        records.extend(keypoint_records(result, image_id, images[image_id]))
+    for image_id, result in pipeline.run(items()):
+        records.extend(result.to_records(image_id, images[image_id]))
     assert len(records) == len(json.loads(DETS.read_text()))
     report = evaluate_keypoints(ANN, records)
     assert report.stats["AP"] >= 0.95, report.stats

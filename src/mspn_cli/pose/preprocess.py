@@ -78,7 +78,10 @@ def crop_affine(ext_box_xyxy, input_size: Tuple[int, int] = DEFAULT_INPUT_SIZE) 
     out_h, out_w = input_size
     centre = np.array([(x1 + x2) / 2, (y1 + y2) / 2], dtype=np.float32)
     # float64, as the official `dst_w / (bbox_shape[1] * scale)` with an int scale of 1 is.
-    scale = out_w / np.float64(x2 - x1)
+    # A box of zero size stays so after the extension: the scale is infinite, as in the
+    # official code (which still crops it), and that is not worth a warning to the user.
+    with np.errstate(divide="ignore"):
+        scale = out_w / np.float64(x2 - x1)
     src = np.zeros((3, 2), dtype=np.float32)
     dst = np.zeros((3, 2), dtype=np.float32)
     src[0] = centre
