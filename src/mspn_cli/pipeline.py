@@ -90,9 +90,14 @@ class PosePipeline:
         """
         failed: Deque[ImageOutcome] = collections.deque()
         notes = {}
+        decode_notes = {}  # filled on the prefetch thread before the task's image is handed over
 
         def decode(task: ImageTask) -> np.ndarray:
-            return read_image(task.path)
+            remarks: list = []
+            image = read_image(task.path, allow_truncated=task.allow_truncated, notes=remarks)
+            if remarks:
+                decode_notes[task.index] = remarks
+            return image
 
         def items() -> Iterator[PipelineItem]:
             runnable = []
@@ -121,6 +126,7 @@ class PosePipeline:
                 yield failed.popleft()
             task, image = task_image
             outcome = ImageOutcome(task, result=result, image=image)
+            outcome.notes.extend(decode_notes.pop(task.index, ()))
             if task.index in notes:
                 outcome.notes.append(notes.pop(task.index))
             if records:

@@ -101,6 +101,12 @@ class BatchReport:
             raise InputError(reason)
         self.fail(str(path), reason)
 
+    def note_skipped(self, skipped) -> None:
+        """Say which files of the input folders were left out because their format cannot be read."""
+        if skipped:
+            names = ", ".join(str(path) for path in list(skipped)[:5]) + (", ..." if len(skipped) > 5 else "")
+            self.notes.append(f"skipped {len(skipped)} file(s) in formats mspn cannot read (GIF, AVIF, HEIC, ...): {names}")
+
     def exit_code(self) -> int:
         if not self.failures:
             return EXIT_OK

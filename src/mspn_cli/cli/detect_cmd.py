@@ -32,6 +32,7 @@ def detect_command(
     recursive: bool = opt.RECURSIVE,
     overwrite: bool = opt.OVERWRITE,
     fail_fast: bool = opt.FAIL_FAST,
+    allow_truncated: bool = opt.ALLOW_TRUNCATED,
     quiet: bool = opt.QUIET,
 ) -> None:
     """Find every person (RetinaNet R50-FPN, COCO) and write COCO detection results."""
@@ -44,7 +45,8 @@ def detect_command(
 
     settings = opt.run_settings(detector_weights=detector_weights, detector_config=detector_config, det_size=det_size,
                                 device=device, backend=backend, box_thr=box_thr, max_persons=max_persons, quiet=quiet)
-    items = expand_inputs(inputs, recursive=recursive)
+    skipped: List[Path] = []
+    items = expand_inputs(inputs, recursive=recursive, skipped=skipped)
     if any(is_video(item.path) for item in items):
         raise UsageError("detect works on images; for video use `mspn keypoints clip.mp4`")
     if output is None and not jsonl:
@@ -54,7 +56,7 @@ def detect_command(
     if output not in (None, "-"):
         check_output_path(output, overwrite, "detections output")
     refuse_output_onto_inputs([output, vis], [item.path for item in items])
-    tasks = plan_image_tasks(items)
+    tasks = plan_image_tasks(items, allow_truncated=allow_truncated)
     annotated = plan_annotated_images(tasks, vis, overwrite, suffix="_dets", what="--vis")
     detector = PersonDetector.from_settings(settings)
 
@@ -65,6 +67,7 @@ def detect_command(
 
     writer = ImageResultsWriter(output, jsonl, annotated, draw=draw, line_key="detections")
     report = BatchReport()
+    report.note_skipped(skipped)
     progress, task_bar = make_progress(len(tasks), quiet, "detect")
     interrupted: Optional[BaseException] = None
     try:
@@ -74,8 +77,15 @@ def detect_command(
                     report.input_failed(task.path, task.error, fail_fast)
                     progress.advance(task_bar)
             good = [task for task in tasks if task.error is None]
-            for task, image, error in prefetch(good, lambda t: read_image(t.path)):
+            remarks: dict = {}
+
+            def decode(task):
+                remarks[task.index] = []
+                return read_image(task.path, allow_truncated=task.allow_truncated, notes=remarks[task.index])
+
+            for task, image, error in prefetch(good, decode):
                 progress.advance(task_bar)
+                report.notes.extend(remarks.pop(task.index, ()))
                 if error is not None:
                     report.input_failed(task.path, error, fail_fast)
                     continue

@@ -25,6 +25,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", "
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 LIST_EXTENSIONS = (".txt", ".lst")
 
+# Image formats OpenCV's build cannot decode: left out of folder listings, and said so.
+UNREADABLE_IMAGE_EXTENSIONS = (".gif", ".avif", ".heic", ".heif", ".jxl", ".svg", ".ico", ".psd", ".dng", ".cr2", ".nef", ".arw")
 __all__ = [
     "IMAGE_EXTENSIONS",
     "VIDEO_EXTENSIONS",
@@ -72,7 +74,8 @@ def _list_file(path: Path) -> List[InputItem]:
     return items
 
 
-def expand_inputs(inputs: Sequence[Union[str, Path]], recursive: bool = False) -> List[InputItem]:
+def expand_inputs(inputs: Sequence[Union[str, Path]], recursive: bool = False,
+                  skipped: Optional[List[Path]] = None) -> List[InputItem]:
     """Files, folders (their images, sorted), globs and .txt path lists -> input items.
 
     A missing path becomes an item carrying an error, so a batch can report it at the
@@ -84,9 +87,16 @@ def expand_inputs(inputs: Sequence[Union[str, Path]], recursive: bool = False) -
         path = Path(text)
         if path.is_dir():
             pattern = "**/*" if recursive else "*"
-            found = sorted(p for p in path.glob(pattern) if p.is_file() and (_is_image_name(p) or is_video(p)))
+            files = sorted(p for p in path.glob(pattern) if p.is_file())
+            found = [p for p in files if _is_image_name(p) or is_video(p)]
+            unreadable = [p for p in files if p.suffix.lower() in UNREADABLE_IMAGE_EXTENSIONS]
+            if skipped is not None:
+                skipped.extend(unreadable)
             if not found:
-                raise InputError(f"no images found in folder {path}")
+                kinds = ", ".join(sorted({p.suffix.lower() for p in unreadable}))
+                raise InputError(f"no images found in folder {path}" + (f" (only {kinds} files, which mspn cannot read)" if kinds else ""))
+    Image files of a folder in a format that cannot be decoded (GIF, AVIF, HEIC, ...)
+    are left out and appended to `skipped`, for the run's summary.
             items.extend(InputItem(p) for p in found)
         elif path.is_file() and path.suffix.lower() in LIST_EXTENSIONS:
             listed = _list_file(path)
@@ -105,7 +115,8 @@ def expand_inputs(inputs: Sequence[Union[str, Path]], recursive: bool = False) -
     return items
 
 
-def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
+def decode_image_bytes(data: bytes, name: str = "image", allow_truncated: bool = False,
+                       notes: Optional[List[str]] = None) -> np.ndarray:
     """Decode encoded image bytes to H x W x 3 uint8 BGR.
 
     IMREAD_COLOR matches the official `cv2.imread` path: grayscale is replicated,
@@ -113,17 +124,33 @@ def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
     """
     if not data:
         raise InputError(f"{name}: empty file")
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    try:
-        image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
-    except cv2.error:
-        image = None
+    truncated = truncation_of(data)
+    if truncated and not allow_truncated:
+        raise InputError(f"{name}: {truncated}; pass --allow-truncated to use what it holds")
+    image, captured = quiet_imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
-        raise InputError(f"{name}: not a readable image (corrupt, truncated or unsupported format)")
+        reason = f"{truncated}, and what it holds cannot be decoded" if truncated else "not a readable image (corrupt, truncated or unsupported format)"
+        raise InputError(f"{name}: {reason}")
+    if not truncated and said_premature_end(captured):
+        truncated = "truncated JPEG: the decoder reached the end of the data early"
+        if not allow_truncated:
+            raise InputError(f"{name}: {truncated}; pass --allow-truncated to use what it holds")
+    if notes is not None:
+        if truncated:
+            notes.append(f"{name}: {truncated}; decoded as is (--allow-truncated): missing rows are filled in")
+        pages = tiff_page_count(data)
+        if pages > 1:
+            notes.append(f"{name}: a multi-page TIFF ({pages} pages); only page 1 is used")
     return image
 
+    A truncated file (a partial download) is refused unless `allow_truncated`; the
+    decoders' own stderr lines are kept off the user's terminal. Remarks that are not
+    errors (only page 1 of a multi-page TIFF is used, a truncated file decoded as is)
+    are appended to `notes`.
 
-def read_image(path: Union[str, Path]) -> np.ndarray:
+    from mspn_cli.io.image_checks import quiet_imdecode, said_premature_end, tiff_page_count, truncation_of
+
+def read_image(path: Union[str, Path], allow_truncated: bool = False, notes: Optional[List[str]] = None) -> np.ndarray:
     """Read an image file as H x W x 3 uint8 BGR, or raise InputError with one clear line."""
     path = Path(path)
     if path.is_dir():
@@ -136,7 +163,7 @@ def read_image(path: Union[str, Path]) -> np.ndarray:
         raise InputError(f"{path}: permission denied") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    return decode_image_bytes(data, str(path))
+    return decode_image_bytes(data, str(path), allow_truncated, notes)
 
 
 def image_id_for(path: Union[str, Path], fallback: int) -> int:

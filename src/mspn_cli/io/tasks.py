@@ -30,6 +30,7 @@ class ImageTask:
     boxes: Optional[Tuple[Tuple[float, float, float, float, float], ...]] = None  # given xyxy + score rows
     error: Optional[str] = None  # could not even be listed (missing file, ...)
     unmatched: bool = False  # --boxes given, but the file names this image nowhere (processed as 0 persons)
+    allow_truncated: bool = False  # decode a truncated file as is instead of failing it (--allow-truncated)
 
     @property
     def given(self) -> Optional[Detections]:
@@ -41,7 +42,7 @@ class ImageTask:
         return {
             "index": self.index, "path": self.path, "image_id": self.image_id, "file_name": self.file_name,
             "boxes": None if self.boxes is None else [list(b) for b in self.boxes],
-            "error": self.error, "unmatched": self.unmatched,
+            "error": self.error, "unmatched": self.unmatched, "allow_truncated": self.allow_truncated,
         }
 
     @classmethod
@@ -51,6 +52,7 @@ class ImageTask:
             index=int(row["index"]), path=str(row["path"]), image_id=int(row["image_id"]), file_name=str(row["file_name"]),
             boxes=None if boxes is None else tuple(tuple(float(v) for v in b) for b in boxes),
             error=row.get("error"), unmatched=bool(row.get("unmatched", False)),
+            allow_truncated=bool(row.get("allow_truncated", False)),
         )
 
 
@@ -75,7 +77,8 @@ def _given_rows(detection_set, item_path: Path, image_id: int) -> Optional[Tuple
     return tuple(tuple(float(v) for v in (*box, score)) for box, score in zip(boxes, scores))
 
 
-def plan_image_tasks(items: Sequence[InputItem], detection_set=None, boxes_source: str = "--boxes") -> List[ImageTask]:
+def plan_image_tasks(items: Sequence[InputItem], detection_set=None, boxes_source: str = "--boxes",
+                     allow_truncated: bool = False) -> List[ImageTask]:
     """One task per listed input; given boxes matched now, so a worker needs no boxes file.
 
     Boxes are matched by `file_name` when the boxes file has entries with that name,
@@ -104,5 +107,6 @@ def plan_image_tasks(items: Sequence[InputItem], detection_set=None, boxes_sourc
             boxes = _given_rows(detection_set, item.path, image_id)
             if boxes is None:
                 boxes, unmatched = (), True
-        tasks.append(ImageTask(index, str(item.path), image_id, item.path.name, boxes=boxes, unmatched=unmatched))
+        tasks.append(ImageTask(index, str(item.path), image_id, item.path.name, boxes=boxes, unmatched=unmatched,
+                               allow_truncated=allow_truncated))
     return tasks
