@@ -70,15 +70,41 @@ ALLOW_TRUNCATED = typer.Option(
     False, "--allow-truncated",
     help="Use truncated images (partial downloads) as they decode, missing rows filled in, instead of reporting them as bad inputs.",
 )
+ANN = typer.Option(
+    None, "--ann",
+    help="COCO person-keypoints annotation file to evaluate against (eval-coco: default "
+    "COCO_ROOT/annotations/person_keypoints_val2017.json; merge-results: without it, merge only).",
+)
 
 # -- outputs ---------------------------------------------------------------------
 JSON_OUT = typer.Option(None, "--json", help="Write COCO results to this JSON file ('-' for stdout).")
 JSONL = typer.Option(False, "--jsonl", help="Stream one JSON line per image (or frame) to stdout as each finishes.")
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace existing output files (an input is never replaced).")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar or summary; errors only.")
+SUMMARY = typer.Option(None, "--summary", help="Also write the 10 stats, settings and counts to this JSON file. Default: none.")
 KPT_THR = typer.Option(
     0.3, "--kpt-thr", min=0.0, max=1.0,
     help="Draw a joint when its confidence (heatmap peak / 255, 0 to 1) is above this.",
+)
+
+# -- scale-out: resume, shards, engines --------------------------------------------
+RESUME = typer.Option(
+    True, "--resume/--no-resume",
+    help="With --json OUT, finished images are kept in OUT.partial.jsonl; rerunning the same command continues "
+    "from it (a checkpoint of other settings is refused). --no-resume starts over.",
+)
+SHARD = typer.Option(
+    None, "--shard",
+    help="Run only shard K of N (0-based, e.g. $SLURM_ARRAY_TASK_ID/8): the i-th input goes to shard i % N. "
+    "Writes a shard file to --json for `mspn merge-results`. Default: all inputs.",
+)
+ENGINE = typer.Option("local", "--engine", help="local (this process) or ray (Ray Data actors; needs pip install 'mspn-cli[ray]').")
+RAY_ADDRESS = typer.Option(
+    "auto", "--ray-address", help="--engine ray: the cluster to use; 'auto' = a running cluster if there is one, else a local one."
+)
+ACTORS = typer.Option(None, "--actors", min=1, help="--engine ray: actors (each loads the networks once). Default: cluster CPUs / --actor-cpus.")
+ACTOR_CPUS = typer.Option(
+    None, "--actor-cpus", min=0.01, help="--engine ray: CPUs per actor, which are its inference threads (default 2)."
 )
 
 
