@@ -75,6 +75,32 @@ def to_bgr8(image: np.ndarray) -> np.ndarray:
     return np.array(image8, dtype=np.uint8, order="C", copy=True)
 
 
+def joint_confidence(keypoint_scores) -> np.ndarray:
+    """Keypoint scores (the official lookup, heatmap peak / 255 + 1) on a 0-to-1 scale: peak / 255.
+
+    This is the scale of `--kpt-thr`: 0 is a flat heatmap (the joint's position is a guess),
+    1 a peak as high as the training targets'. Peaks outside that range are clipped.
+    """
+    with np.errstate(invalid="ignore"):
+        return np.clip(np.asarray(keypoint_scores, dtype=np.float64) - 1.0, 0.0, 1.0)
+
+
+def person_confidence(keypoints: np.ndarray, instance_scores) -> np.ndarray:
+    """The 0-to-1 figure drawn by each person box: mean joint confidence x box score.
+
+    The box score is recovered from the official instance score (mean keypoint score x box
+    score), which runs from about 1 to 2 and stays as is in the JSON for COCO evaluation.
+    A row whose keypoint scores are all 0 has no pose (boxes only): its score is shown as is.
+    """
+    keypoints = np.asarray(keypoints, dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3)
+    instance_scores = np.asarray(instance_scores, dtype=np.float64).reshape(-1)
+    mean_score = keypoints[:, :, 2].mean(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        box_scores = instance_scores / mean_score
+        shown = np.clip(joint_confidence(keypoints[:, :, 2]).mean(axis=1) * box_scores, 0.0, 1.0)
+    return np.where(np.all(keypoints[:, :, 2] == 0, axis=1), instance_scores, shown)
+
+
 def draw_poses(
     image_bgr: np.ndarray,
     keypoints: np.ndarray,
@@ -85,10 +111,11 @@ def draw_poses(
 ) -> np.ndarray:
     """Return a new uint8 BGR image with skeletons (and person boxes) drawn on it.
 
-    keypoints: N×17×3 (x, y, score) in image pixels. A joint is drawn when its score is above
-    `kpt_thr`, a limb when both of its joints are. boxes: optional N×4 x1,y1,x2,y2 (rows with
-    NaN are skipped). scores: optional N instance scores, shown as a label on each box.
-    The input image is never modified.
+    keypoints: N×17×3 (x, y, score) in image pixels, scores as MSPN gives them (peak / 255 + 1).
+    A joint is drawn when its confidence (`joint_confidence`, 0 to 1) is above `kpt_thr`, a limb
+    when both of its joints are. boxes: optional N×4 x1,y1,x2,y2 (rows with NaN are skipped).
+    scores: optional N official instance scores; each box is labelled with `person_confidence`
+    (0 to 1). The input image is never modified.
     """
     canvas = to_bgr8(image_bgr)  # always a copy: the caller's array is never drawn on
 
@@ -109,6 +136,7 @@ def draw_poses(
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)
         if scores.shape[0] != num_people:
             raise ValueError(f"{scores.shape[0]} scores for {num_people} people")
+    shown = None if scores is None else person_confidence(keypoints, scores)
 
     height, width = canvas.shape[:2]
     # One "unit" is about a pixel on a 500×500 image; strokes and text scale with it.
@@ -125,8 +153,8 @@ def draw_poses(
         box_color = BOX_COLORS[i % len(BOX_COLORS)]
         if draw_boxes and boxes is not None and np.all(np.isfinite(boxes[i])):
             _draw_box(canvas, boxes[i], box_color, unit)
-            if scores is not None and np.isfinite(scores[i]):
-                labels.append((boxes[i], f"{scores[i]:.2f}", box_color))
+            if shown is not None and np.isfinite(shown[i]):
+                labels.append((boxes[i], f"{shown[i]:.2f}", box_color))
 
     for i in order:
         limb_half_width, joint_radius = _stroke_sizes(sizes[i], unit)
@@ -144,7 +172,8 @@ def records_to_arrays(
     """Turn COCO keypoint result records into (keypoints N×17×3, boxes N×4 xyxy or None, scores N).
 
     The visibility column of "keypoints" is always 1 in results, so the per-joint score comes
-    from "keypoint_scores" when present, else every joint counts as seen with score 1.
+    from "keypoint_scores" when present (peak / 255 + 1, as MSPN writes them), else every joint
+    counts as seen with full confidence (score 2).
     Boxes are None when no record has a "bbox"; a record without one gets a NaN row.
     Missing instance scores are NaN. Raises InputError naming the first bad record.
     """
@@ -166,7 +195,7 @@ def records_to_arrays(
                 record["keypoint_scores"], NUM_KEYPOINTS, index, "keypoint_scores", "one per joint"
             )
         else:
-            keypoints[index, :, 2] = 1.0
+            keypoints[index, :, 2] = 2.0
         box_key = "det_bbox" if record.get("det_bbox") is not None else "bbox"
         if record.get(box_key) is not None:
             x, y, w, h = _numbers(record[box_key], 4, index, box_key, "x, y, width, height")
@@ -213,8 +242,7 @@ def _visible_joints(keypoints: np.ndarray, kpt_thr: float, height: int, width: i
     # Joints far outside the frame would overflow OpenCV's fixed-point coordinates.
     margin = 4 * max(height, width)
     near = np.all(np.abs(np.nan_to_num(xy)) < margin, axis=2)
-    with np.errstate(invalid="ignore"):
-        confident = keypoints[:, :, 2] > kpt_thr
+    confident = joint_confidence(keypoints[:, :, 2]) > kpt_thr
     return finite & near & confident
 
 

@@ -22,7 +22,7 @@ BASEBALL = COCO_SAMPLE / "000000196141.jpg"
 
 
 def ground_truth_results(image_id: int) -> list:
-    """COCO annotations of one image as result records (score 1, joint score 1 if labelled)."""
+    """COCO annotations of one image as result records (score 1; joint score 2, full confidence, if labelled, else 1)."""
     annotations = load_json(COCO_SAMPLE / "person_keypoints_sample.json")["annotations"]
     records = []
     for ann in annotations:
@@ -36,7 +36,7 @@ def ground_truth_results(image_id: int) -> list:
                 "keypoints": [float(v) if i % 3 != 2 else 1.0 for i, v in enumerate(kp)],
                 "score": 1.0,
                 "bbox": ann["bbox"],
-                "keypoint_scores": [1.0 if kp[3 * j + 2] > 0 else 0.0 for j in range(NUM_KEYPOINTS)],
+                "keypoint_scores": [2.0 if kp[3 * j + 2] > 0 else 1.0 for j in range(NUM_KEYPOINTS)],
             }
         )
     return records

@@ -24,13 +24,13 @@ BASEBALL = COCO_SAMPLE / "000000196141.jpg"
 
 
 def standing_person(cx: float = 100.0, top: float = 40.0, scale: float = 1.0) -> np.ndarray:
-    """A 17×3 upright figure (x, y, score=1), about 120*scale px tall."""
+    """A 17×3 upright figure (x, y, score=2: full confidence, as MSPN scores peak / 255 + 1), about 120*scale px tall."""
     offsets = {
         0: (0, 0), 1: (-4, -4), 2: (4, -4), 3: (-9, -2), 4: (9, -2),
         5: (-18, 22), 6: (18, 22), 7: (-24, 48), 8: (24, 48), 9: (-26, 72), 10: (26, 72),
         11: (-12, 70), 12: (12, 70), 13: (-13, 98), 14: (13, 98), 15: (-14, 124), 16: (14, 124),
     }
-    person = np.ones((NUM_KEYPOINTS, 3), dtype=np.float32)
+    person = np.full((NUM_KEYPOINTS, 3), 2.0, dtype=np.float32)
     for joint, (dx, dy) in offsets.items():
         person[joint, :2] = (cx + dx * scale, top + dy * scale)
     return person
@@ -66,7 +66,7 @@ def test_draws_near_joints_and_limbs_and_nowhere_far():
 def test_joint_under_threshold_and_its_limbs_are_not_drawn():
     image = gray_canvas()
     person = standing_person()
-    person[9, 2] = 0.1  # left wrist: low confidence
+    person[9, 2] = 1.1  # left wrist: low confidence (0.1 on the 0-to-1 scale)
     left_wrist = person[9, :2]
     left_elbow = person[7, :2]
 
@@ -145,7 +145,7 @@ def test_records_to_arrays_reads_scores_and_boxes():
     keypoints, boxes, scores = records_to_arrays(records)
     assert keypoints.shape == (2, NUM_KEYPOINTS, 3)
     assert keypoints[0, 3].tolist() == [13, 23, 0.5]
-    assert keypoints[1, :, 2].tolist() == [1.0] * NUM_KEYPOINTS  # no keypoint_scores: all seen
+    assert keypoints[1, :, 2].tolist() == [2.0] * NUM_KEYPOINTS  # no keypoint_scores: all seen, full confidence
     assert boxes[0].tolist() == [5, 6, 15, 26] and np.isnan(boxes[1]).all()
     assert scores.tolist() == pytest.approx([0.8, 0.4])
 

@@ -8,6 +8,7 @@ from typing import Any, List, Optional
 
 import typer
 
+from mspn_cli.cli import options as opt
 from mspn_cli.cli.app import app
 from mspn_cli.cli.common import console_err, guarded, warn
 from mspn_cli.io.jsonio import read_json_file
@@ -31,21 +32,20 @@ def visualize(
         "--output",
         "-o",
         help="Output image; its extension picks the format. An existing folder means <folder>/<stem>_vis.jpg. "
-        "\\[default: ./<image stem>_vis.jpg]",
+        "Default: ./<image stem>_vis.jpg.",
         show_default=False,
     ),
-    kpt_thr: float = typer.Option(
-        0.3, "--kpt-thr", min=0.0, help="Draw a joint only if its keypoint score is above this; a limb needs both ends."
-    ),
+    kpt_thr: float = opt.KPT_THR,
     no_boxes: bool = typer.Option(False, "--no-boxes", help="Do not draw person boxes and their scores."),
     image_id: Optional[int] = typer.Option(
         None,
         "--image-id",
         help="Use the records with this image_id, instead of matching by file name or numeric file stem. "
-        "\\[default: match file_name, else image_id = numeric stem, e.g. 000000000785.jpg → 785]",
+        "Default: match file_name, else image_id = numeric stem, e.g. 000000000785.jpg → 785.",
         show_default=False,
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output image if it already exists."),
+    overwrite: bool = opt.OVERWRITE,
+    allow_truncated: bool = opt.ALLOW_TRUNCATED,
 ) -> None:
     """Draw skeletons and person boxes from a keypoint results JSON onto IMAGE."""
     # numpy, OpenCV and the drawing code load here, not at module level: `mspn --help` stays light.
@@ -53,13 +53,13 @@ def visualize(
 
     from mspn_cli.visualize import draw_records
 
-    picture = read_image_bgr(image)
-    records = load_results(keypoints)
+    from mspn_cli.io.writers import check_output_path, refuse_output_onto_inputs
+
     out_path = _resolve_output(image, output)
-    if out_path.exists() and not overwrite:
-        raise OutputError(f"{out_path} already exists; pass --overwrite to replace it")
-    if not out_path.parent.is_dir():
-        raise OutputError(f"output folder {out_path.parent} does not exist")
+    refuse_output_onto_inputs([out_path], [image, keypoints])
+    picture = read_image_bgr(image, allow_truncated)
+    records = load_results(keypoints)
+    check_output_path(out_path, overwrite, "output image")
     if not out_path.suffix or not cv2.haveImageWriter(str(out_path)):
         extension = out_path.suffix or "(none)"
         raise OutputError(f"cannot write {out_path}: unsupported image extension {extension!r}; use .jpg or .png")
@@ -89,11 +89,12 @@ def _resolve_output(image: Path, output: Optional[Path]) -> Path:
     return output
 
 
-def read_image_bgr(path: Path) -> np.ndarray:
+def read_image_bgr(path: Path, allow_truncated: bool = False) -> np.ndarray:
     """Decode an image file into 8-bit BGR, or raise InputError with one clear line."""
     import cv2
     import numpy as np
 
+    from mspn_cli.io.image_checks import quiet_imdecode, truncation_of
     from mspn_cli.visualize import to_bgr8
 
     if not path.exists():
@@ -107,10 +108,12 @@ def read_image_bgr(path: Path) -> np.ndarray:
     # ANYCOLOR|ANYDEPTH keeps gray and 16-bit data for to_bgr8 to convert, and unlike
     # IMREAD_UNCHANGED it applies the EXIF orientation, as cv2.imread's default does, so
     # keypoints computed on the upright image land on the right pixels.
-    try:
-        decoded = cv2.imdecode(data, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH) if data.size else None
-    except cv2.error:  # e.g. a header claiming more pixels than OPENCV_IO_MAX_IMAGE_PIXELS
-        decoded = None
+    truncated = truncation_of(data.tobytes()) if data.size else None
+    if truncated and not allow_truncated:
+        raise InputError(f"{path}: {truncated}; pass --allow-truncated to use what it holds")
+    # The decoders' own stderr lines (libpng, OpenCV) are captured; a header claiming more
+    # pixels than OPENCV_IO_MAX_IMAGE_PIXELS decodes to None.
+    decoded = quiet_imdecode(data, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)[0] if data.size else None
     if decoded is None:
         raise InputError(f"cannot decode image {path} (not an image, or corrupt)")
     return to_bgr8(decoded)
