@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 import typer
 
@@ -24,15 +24,13 @@ from mspn_cli.cli.eval_report import (
 )
 from mspn_cli.config import load_eval_config
 from mspn_cli.errors import EXIT_OK, EXIT_PARTIAL, InputError, OutputExistsError, UsageError, interrupt_exit_code
-from mspn_cli.evaluation.annotations import CocoKeypointAnnotations, load_annotations
 from mspn_cli.evaluation.checkpoint import checkpoint_path_for
-from mspn_cli.evaluation.cocoeval import evaluate_keypoints
-from mspn_cli.evaluation.job import EvalJob, PreparedEval, load_selection, prepare_eval
-from mspn_cli.evaluation.run import EvalRun, run_person_detection, write_results
-from mspn_cli.evaluation.shards import merge_results, merged_counts, parse_shard, select_shard, shard_results_path
-from mspn_cli.evaluation.summary import file_sha256, run_counts
-from mspn_cli.io.writers import check_output_path, refuse_output_onto_inputs
-from mspn_cli.settings import RunSettings
+
+if TYPE_CHECKING:  # the library (numpy, pycocotools, the networks) is imported only when a command runs
+    from mspn_cli.evaluation.annotations import CocoKeypointAnnotations
+    from mspn_cli.evaluation.job import PreparedEval
+    from mspn_cli.evaluation.run import EvalRun
+    from mspn_cli.settings import RunSettings
 
 COCO_LAYOUT = load_eval_config().dataset
 
@@ -54,6 +52,8 @@ def detections_cache_path(results: Path) -> Path:
 
 def _run_outputs(results: Path, summary: Optional[Path], dets: Optional[Path], workers: int) -> List[Path]:
     """Every file a run may write (the results file is also an input when only evaluated)."""
+    from mspn_cli.evaluation.shards import shard_results_path
+
     outputs = [results, eval_log_path(results), checkpoint_path_for(results)]
     outputs += [summary] if summary is not None else []
     outputs += [detections_cache_path(results)] if dets is None else []
@@ -132,6 +132,13 @@ def eval_coco_command(
     `mspn eval-coco --results val.json --ann person_keypoints_val2017.json` (evaluate an existing file);
     `mspn eval-coco ... --shard 3/8` then `mspn merge-results val.shard-*.json -o val.json --ann ...`.
     """
+    from mspn_cli.evaluation.annotations import load_annotations
+    from mspn_cli.evaluation.cocoeval import evaluate_keypoints
+    from mspn_cli.evaluation.job import EvalJob, load_selection, prepare_eval
+    from mspn_cli.evaluation.shards import parse_shard, select_shard
+    from mspn_cli.evaluation.summary import run_counts
+    from mspn_cli.io.writers import check_output_path, refuse_output_onto_inputs
+
     verbose = root_verbosity(ctx) > 0
     settings = opt.run_settings(
         weights=weights, config=config, detector_weights=detector_weights, detector_config=detector_config,
@@ -230,6 +237,9 @@ def _detect_or_reuse(settings: RunSettings, dets_file: Path, annotations: CocoKe
     Returns a description of the detector (model, weights hash, threshold, input size),
     or "" when the cache was reused without loading the detector.
     """
+    from mspn_cli.evaluation.run import run_person_detection
+    from mspn_cli.io.writers import check_output_path
+
     from mspn_cli.config import load_detector_config
     from mspn_cli.pipeline import PersonDetector
 
@@ -263,6 +273,10 @@ def _detect_or_reuse(settings: RunSettings, dets_file: Path, annotations: CocoKe
 
 def _evaluate_existing(results: Path, ann_path: Path, summary: Optional[Path], verbose: bool, quiet: bool) -> None:
     """`--results EXISTING.json` without --dets: score the file, no network."""
+    from mspn_cli.evaluation.annotations import load_annotations
+    from mspn_cli.evaluation.cocoeval import evaluate_keypoints
+    from mspn_cli.evaluation.summary import file_sha256
+
     if not quiet:
         console_err.print(f"evaluating existing {results} (no inference; --overwrite recomputes it)")
     annotations = load_annotations(ann_path)
@@ -279,6 +293,10 @@ def _evaluate_existing(results: Path, ann_path: Path, summary: Optional[Path], v
 def _run_workers(settings: RunSettings, annotations: CocoKeypointAnnotations, dets: Optional[Path], results: Path,
                  summary: Optional[Path], workers: int, resume: bool, overwrite: bool, verbose: bool, quiet: bool) -> None:
     """N worker processes, one shard each (their job as JSON), then merge and evaluate like a single run."""
+    from mspn_cli.evaluation.cocoeval import evaluate_keypoints
+    from mspn_cli.evaluation.job import EvalJob
+    from mspn_cli.evaluation.run import write_results
+    from mspn_cli.evaluation.shards import merge_results, merged_counts, shard_results_path
     from mspn_cli.evaluation.workers import last_log_line, start_workers, wait_workers
 
     if dets is None:
@@ -343,6 +361,11 @@ def merge_results_command(
     `mspn merge-results val.shard-*.json -o val.json --ann person_keypoints_val2017.json --summary s.json`.
     Shard files of `mspn keypoints --shard K/N` are merged into the JSON a single keypoints run writes.
     """
+    from mspn_cli.evaluation.annotations import load_annotations
+    from mspn_cli.evaluation.cocoeval import evaluate_keypoints
+    from mspn_cli.evaluation.run import write_results
+    from mspn_cli.evaluation.shards import merge_results, merged_counts
+    from mspn_cli.io.writers import check_output_path, refuse_output_onto_inputs
     from mspn_cli.io.keypoint_runs import is_keypoint_shard
 
     if parts and is_keypoint_shard(parts[0]):

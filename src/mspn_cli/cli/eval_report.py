@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import typer
 
 from mspn_cli.cli.common import console_err, warn
 from mspn_cli.errors import EXIT_OK, EXIT_PARTIAL
-from mspn_cli.evaluation.cocoeval import STAT_LABELS, STAT_NAMES, EvalReport, published_stats
-from mspn_cli.evaluation.selection import DetectionSelection
+
+if TYPE_CHECKING:  # the library (numpy, pycocotools) is imported only when a command runs
+    from mspn_cli.evaluation.cocoeval import EvalReport
+    from mspn_cli.evaluation.selection import DetectionSelection
 
 
 def eval_log_path(results: Path) -> Path:
@@ -30,6 +32,8 @@ def print_stats_table(report: EvalReport, title: str) -> None:
     nothing is truncated in a narrow terminal or a log file).
     """
     from rich.table import Table
+
+    from mspn_cli.evaluation.cocoeval import STAT_LABELS, STAT_NAMES, published_stats
 
     def shown(value: Optional[float], signed: bool = False) -> str:
         # None: no ground truth in that area range (pycocotools prints -1).
