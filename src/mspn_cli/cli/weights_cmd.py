@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from mspn_cli.cli.app import app
@@ -81,7 +80,7 @@ def list_weights(
     for row in rows:
         size = format_size(row["size_bytes"]) if row["cached"] else "-"
         table.add_row(row["model"], row["file"], "yes" if row["cached"] else "no", size, row["path"])
-    Console(highlight=False).print(table)
+    console_err.print(table, highlight=False)  # tables are for people: stderr; stdout carries only --json
 
 
 # --------------------------------------------------------------------------- download
@@ -264,4 +263,4 @@ def _print_report(report: dict) -> None:
         verdict = "matches the sha256" if report["name_prefix_matches"] else "is not a prefix of the sha256"
         lines.append(f"  name tag  {report['name_prefix']} {verdict} (informational: MegEngine does not check it)")
     lines.append(f"  loads     ok, {report['tensors']} tensors fit {report['model']} strictly")
-    typer.echo("\n".join(lines))
+    console_err.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)

@@ -11,6 +11,7 @@ from mspn_cli.config import DetectorConfig, load_detector_config
 from mspn_cli.detection.postprocess import detections_for_image
 from mspn_cli.detection.preprocess import prepare_detector_batch
 from mspn_cli.detection.result import Detections
+from mspn_cli.errors import WeightsError
 from mspn_cli.runtime.network import NetworkRunner
 from mspn_cli.settings import RunSettings
 
@@ -45,7 +46,10 @@ class PersonDetector(NetworkRunner):
                 preprocess=dataclasses.replace(self.config.preprocess, short_side=int(short), max_side=int(longest)),
             )
         self.box_thr = float(self.config.postprocess.person_thr if box_thr is None else box_thr)
-        self.attach_backend(backend, weights, device, progress, graph_tag="dynamic")
+        try:
+            self.attach_backend(backend, weights, device, progress, graph_tag="dynamic")
+        except WeightsError as exc:  # the weights layer's hints name --weights, MSPN's option
+            raise WeightsError(str(exc).replace("--weights PATH", "--detector-weights PATH")) from None
 
     @classmethod
     def from_settings(cls, settings: RunSettings, backend: Union[str, Any, None] = None) -> "PersonDetector":
