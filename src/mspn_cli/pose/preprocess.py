@@ -33,6 +33,12 @@ def normalize_image(
     """
     mean32 = np.asarray(mean, dtype=np.float32)
     std32 = np.asarray(std, dtype=np.float32)
+    if image_bgr.dtype == np.uint8 and image_bgr.ndim == 3 and image_bgr.shape[2] == len(mean32) <= 4:
+        # An 8-bit channel has 256 values: normalise those once with the same float32
+        # operations, then look every pixel up. Bit for bit the formula below, in one pass
+        # with no temporaries (a 12 MP photo: ~0.06 s instead of ~1 s and 300 MB).
+        table = (np.arange(256, dtype=np.float32)[:, None] - mean32) / std32
+        return cv2.LUT(image_bgr, np.ascontiguousarray(table.reshape(256, 1, len(mean32))))
     return (image_bgr.astype(np.float32) - mean32) / std32
 
 
