@@ -11,7 +11,6 @@ import typer
 from mspn_cli.cli.app import app
 from mspn_cli.cli.common import console_err, guarded
 from mspn_cli.errors import InputError, UsageError
-from mspn_cli.io.writers import atomic_write, check_output_path, refuse_output_onto_inputs, to_jsonable
 
 
 @app.command("track")
@@ -51,6 +50,7 @@ def track(
     it starts again from the observed poses (earlier interpolated ones are dropped,
     keypoints_raw is restored), so options can be changed and the command run again.
     """
+    from mspn_cli.io.writers import atomic_write, check_output_path, refuse_output_onto_inputs, to_jsonable  # numpy, cv2: not at start-up
     from mspn_cli.tracking import SMOOTHING_METHODS, load_tracking_config, parse_results, retrack
 
     smooth = smooth.lower()
