@@ -186,3 +186,20 @@ class OracleBackend:
 
     def close(self) -> None:
         pass
+
+
+class FlatHeatmapsBackend:
+    """A stand-in network that "predicts" flat heatmaps for every crop and counts the crops.
+
+    For tests of the plumbing (which boxes are run, what is written), not of accuracy.
+    """
+
+    name = "flat"
+
+    def __init__(self, num_keypoints: int = 17, heatmap_size: Tuple[int, int] = (64, 48)):
+        self.shape = (num_keypoints, *heatmap_size)
+        self.crops = 0
+
+    def run(self, batch: np.ndarray) -> List[np.ndarray]:
+        self.crops += len(batch)
+        return [np.zeros((len(batch), *self.shape), np.float32)]

@@ -21,7 +21,7 @@ from mspn_cli.evaluation.run import run_keypoint_eval, write_results
 from mspn_cli.evaluation.shards import merge_results, shard_results_path
 from mspn_cli.pipeline import PoseEstimator, PosePipeline
 from tests.conftest import COCO_SAMPLE, assert_clean_error, load_json, run_mspn
-from tests.oracle import OracleBackend
+from tests.oracle import FlatHeatmapsBackend, OracleBackend
 
 ANN = COCO_SAMPLE / "person_keypoints_sample.json"
 DETS = COCO_SAMPLE / "person_dets_sample.json"
@@ -340,19 +340,6 @@ def test_empty_results_say_why_every_stat_is_zero_on_stderr(tmp_path):
     assert load_json(tmp_path / "s.json")["stats"] == {name: 0.0 for name in STAT_NAMES}
 
 
-class FlatHeatmaps:
-    """A stand-in network: flat heatmaps for every crop (what is tested is the plumbing)."""
-
-    name = "flat"
-
-    def __init__(self):
-        self.crops = 0
-
-    def run(self, batch):
-        self.crops += len(batch)
-        return [np.zeros((len(batch), 17, 64, 48), np.float32)]
-
-
 def test_degenerate_boxes_do_not_refuse_the_file(tmp_path, cli_with_backend):
     """Issue 15 item 14, with a detections file built for it: odd lines are dropped or kept as the official test does."""
     person = {"image_id": 785, "category_id": 1, "bbox": [280.0, 40.0, 150.0, 380.0], "score": 0.9}
@@ -368,7 +355,7 @@ def test_degenerate_boxes_do_not_refuse_the_file(tmp_path, cli_with_backend):
     ]
     dets = tmp_path / "odd_dets.json"
     dets.write_text(json.dumps(entries))
-    backend = FlatHeatmaps()
+    backend = FlatHeatmapsBackend()
     results, summary = tmp_path / "r.json", tmp_path / "s.json"
     proc = cli_with_backend(backend, "eval-coco", "--dets", dets, "--ann", ANN, "--images", COCO_SAMPLE,
                             "--results", results, "--summary", summary, "--batch-size", "3")

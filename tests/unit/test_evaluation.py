@@ -20,6 +20,7 @@ from mspn_cli.evaluation.summary import build_summary
 from mspn_cli.io.detections import load_detections, parse_detections
 from mspn_cli.pose.result import PoseResult
 from tests.conftest import COCO_SAMPLE
+from tests.oracle import FlatHeatmapsBackend
 
 ANN = COCO_SAMPLE / "person_keypoints_sample.json"
 DETS = COCO_SAMPLE / "person_dets_sample.json"
@@ -388,19 +389,6 @@ def test_eval_job_round_trips_through_json():
         EvalJob.from_dict({**job.to_dict(), "argv": []})
 
 
-class ZeroHeatmaps:
-    """A stand-in network: flat heatmaps for every crop (what is tested is the plumbing)."""
-
-    name = "zeros"
-
-    def __init__(self):
-        self.crops = 0
-
-    def run(self, batch):
-        self.crops += len(batch)
-        return [np.zeros((len(batch), 17, 64, 48), np.float32)]
-
-
 def test_degenerate_boxes_run_through_the_real_pipeline(tmp_path, annotations):
     """Issue 15 item 14: zero width, zero height and zero size person boxes all become results."""
     import warnings
@@ -408,7 +396,7 @@ def test_degenerate_boxes_run_through_the_real_pipeline(tmp_path, annotations):
     from mspn_cli.pipeline import PoseEstimator, PosePipeline
 
     entries = [GOOD, {**GOOD, "bbox": [50, 60, 0, 80]}, {**GOOD, "bbox": [50, 60, 40, 0]}, {**GOOD, "bbox": [5, 6, 0, 0]}]
-    backend = ZeroHeatmaps()
+    backend = FlatHeatmapsBackend()
     pipeline = PosePipeline(PoseEstimator(backend=backend, batch_size=3))
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no numpy warning may reach the user
