@@ -135,13 +135,49 @@ def mspn_home(tmp_path, monkeypatch) -> Path:
     return home
 
 
-def run_mspn(*args, check: bool = False, input: str = None, env: dict = None, timeout: float = 600):
-    """Run the real `mspn` command in a subprocess, as a user would."""
+def refusing_url(path: str = "/") -> str:
+    """A 127.0.0.1 URL whose port refuses every connection for the whole session."""
+    return f"http://127.0.0.1:{_closed_port_socket.getsockname()[1]}{path}"
+
+
+_CAP_SETPCAP = 8
+_CAPS_THAT_BYPASS_PERMISSIONS = (1, 2)  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+_PR_CAPBSET_DROP = 24
+
+
+def _effective_capabilities() -> int:
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1], 16) for line in handle if line.startswith("CapEff:"))
+
+
+def _drop_permission_override() -> None:
+    """Runs in the child before exec: root keeps its uid but loses the capabilities that
+    let it ignore file modes, so a read-only folder or a mode-000 file refuses it too."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in _CAPS_THAT_BYPASS_PERMISSIONS:
+        if libc.prctl(_PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def run_mspn(*args, check: bool = False, input: str = None, env: dict = None, timeout: float = 600,
+             enforce_permissions: bool = False):
+    """Run the real `mspn` command in a subprocess, as a user would.
+
+    enforce_permissions: file modes apply even when the tests run as root (CI does):
+    the child drops root's permission-override capabilities before it starts.
+    """
     full_env = dict(os.environ)
     full_env.setdefault("MSPN_HOME", str(WEIGHTS_CACHE / "home"))
     full_env["COLUMNS"] = "200"
     if env:
         full_env.update(env)
+    preexec = None
+    if enforce_permissions and os.geteuid() == 0:
+        if not _effective_capabilities() >> _CAP_SETPCAP & 1:
+            pytest.skip("running as root without CAP_SETPCAP: cannot make file permissions apply to the child")
+        preexec = _drop_permission_override
     proc = subprocess.run(
         [sys.executable, "-m", "mspn_cli", *map(str, args)],
         capture_output=True,
@@ -149,6 +185,7 @@ def run_mspn(*args, check: bool = False, input: str = None, env: dict = None, ti
         input=input,
         env=full_env,
         timeout=timeout,
+        preexec_fn=preexec,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"mspn {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stderr}")

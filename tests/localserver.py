@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import socket
 import threading
 from collections import OrderedDict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,12 +19,6 @@ def small_state() -> "OrderedDict[str, np.ndarray]":
             ("bn.running_mean", rng.normal(size=(1, 4, 1, 1)).astype(np.float32)),
         ]
     )
-
-
-def unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class LocalWeightsServer:
@@ -47,6 +40,12 @@ class LocalWeightsServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - http.server's naming
+                self._answer(send_body=True)
+
+            def do_HEAD(self):  # noqa: N802
+                self._answer(send_body=False)
+
+            def _answer(self, send_body: bool):
                 server.requests[self.path] += 1
                 if self.path in server.stalled:
                     server.closing.wait()
@@ -60,7 +59,8 @@ class LocalWeightsServer:
                 self.send_header("Content-Length", str(claimed))
                 self.send_header("Content-Type", "application/octet-stream")
                 self.end_headers()
-                self.wfile.write(body)
+                if send_body:
+                    self.wfile.write(body)
                 self.close_connection = True
 
             def log_message(self, *args):  # keep pytest output clean

@@ -55,7 +55,7 @@ def test_fuzz_decode_image_bytes_raises_only_input_error():
             data[position] = draw(st.integers(0, 255))
         return bytes(data[: draw(st.integers(0, len(data)))])
 
-    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=400, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
     @given(st.binary(max_size=2048) | mutated())
     def check(data):
         try:
@@ -74,13 +74,14 @@ def test_fuzz_parse_detections_raises_only_input_error():
     from mspn_cli.io.detections import parse_detections
     from mspn_cli.errors import InputError
 
-    @settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=1500, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
     @given(_json_values() | _detection_like_entries())
     @example([{"image_id": 1, "bbox": [0, 0, 10**400, 5], "score": 1.0}])  # what the fuzzer found first
     def check(data):
-        try:
-            parse_detections(data, "fuzz.json")
-        except InputError:
-            pass
+        for require_coco_fields in (True, False):  # eval-coco --dets, keypoints --boxes
+            try:
+                parse_detections(data, "fuzz.json", require_coco_fields=require_coco_fields)
+            except InputError:
+                pass
 
     check()

@@ -14,7 +14,7 @@ import pytest
 from mspn_cli.weights import store
 from mspn_cli.config import WeightsConfig
 from mspn_cli.errors import WeightsError
-from mspn_cli.weights.store import (
+from mspn_cli.weights import (
     cached_path,
     download_file,
     known_weights,
@@ -25,7 +25,8 @@ from mspn_cli.weights.store import (
     sha256_file,
     sha256_prefix_matches,
 )
-from tests.localserver import LocalWeightsServer, small_state, unused_port
+from tests.conftest import refusing_url
+from tests.localserver import LocalWeightsServer, small_state
 from tests.weightgen import write_official_pickle
 
 
@@ -322,7 +323,7 @@ def test_local_path_and_file_url(small_file, mspn_home):
 
 
 def test_cached_file_is_used_without_network(mspn_home, small_file):
-    wcfg = WeightsConfig(url=f"http://127.0.0.1:{unused_port()}/w.pkl", filename="w.pkl")
+    wcfg = WeightsConfig(url=refusing_url("/w.pkl"), filename="w.pkl")
     cached = cached_path(wcfg)
     cached.parent.mkdir(parents=True)
     cached.write_bytes(small_file.read_bytes())
@@ -368,13 +369,43 @@ def test_download_other_url_is_cached_by_basename(mspn_home, weights_server, sma
     assert path.read_bytes() == small_file.read_bytes()
 
 
-def test_download_with_progress_enabled_off_a_terminal(mspn_home, weights_server, small_file, no_proxy, capsys):
+def test_download_reports_progress_to_its_callback(mspn_home, weights_server, small_file, no_proxy, capsys):
+    from mspn_cli.weights import DownloadProgress
+
+    class Recorder(DownloadProgress):
+        def __init__(self):
+            self.events = []
+
+        def start(self, url, destination, total_bytes):
+            self.events.append(("start", url, destination, total_bytes))
+
+        def advance(self, num_bytes):
+            self.events.append(("advance", num_bytes))
+
+        def finish(self):
+            self.events.append(("finish",))
+
+    body = small_file.read_bytes()
+    weights_server.files["/w.pkl"] = body
+    wcfg = WeightsConfig(url=weights_server.url("/w.pkl"), filename="w.pkl")
+    recorder = Recorder()
+    path = resolve_weights(None, wcfg, progress=recorder, timeout=5)
+    assert recorder.events[0] == ("start", wcfg.url, path, len(body))
+    assert sum(event[1] for event in recorder.events if event[0] == "advance") == len(body)
+    assert recorder.events[-1] == ("finish",)
+    captured = capsys.readouterr()  # the library itself prints nothing
+    assert captured.out == "" and captured.err == ""
+
+
+def test_cli_progress_off_a_terminal_is_one_line(mspn_home, weights_server, small_file, no_proxy, capsys):
+    from mspn_cli.cli.progress import RichDownloadProgress
+
     weights_server.files["/w.pkl"] = small_file.read_bytes()
     wcfg = WeightsConfig(url=weights_server.url("/w.pkl"), filename="w.pkl")
-    resolve_weights(None, wcfg, progress=True, timeout=5)
+    resolve_weights(None, wcfg, progress=RichDownloadProgress(), timeout=5)
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert "downloading" in captured.err
+    assert captured.err.count("\n") == 1 and captured.err.startswith("downloading ")
 
 
 def test_truncated_download_leaves_nothing(mspn_home, weights_server, small_file, no_proxy):
@@ -410,7 +441,7 @@ def test_http_404_says_where_to_put_the_file(mspn_home, weights_server, no_proxy
 
 
 def test_unreachable_server_gives_offline_hint(mspn_home, no_proxy):
-    wcfg = WeightsConfig(url=f"http://127.0.0.1:{unused_port()}/w.pkl", filename="w.pkl")
+    wcfg = WeightsConfig(url=refusing_url("/w.pkl"), filename="w.pkl")
     with pytest.raises(WeightsError, match=r"cannot download .*w\.pkl \(.+\); download it elsewhere and place it at"):
         resolve_weights(None, wcfg, progress=False, timeout=5)
     assert not cached_path(wcfg).exists()
