@@ -31,6 +31,9 @@ BOX_COLORS = (
     (240, 220, 140),  # pale sky blue
 )
 
+# A pose that belongs to no track (video) is drawn in grey.
+UNTRACKED_COLOR = (170, 170, 170)
+
 # Fixed-point precision for OpenCV drawing: coordinates are passed multiplied by 2**_SHIFT
 # so joints and limbs land on sub-pixel positions instead of jumping to integer pixels.
 _SHIFT = 4
@@ -108,8 +111,15 @@ def draw_poses(
     scores: Optional[np.ndarray] = None,
     kpt_thr: float = 0.3,
     draw_boxes: bool = True,
+    track_ids: Optional[Sequence[Optional[int]]] = None,
+    radius: Optional[float] = None,
+    thickness: Optional[float] = None,
 ) -> np.ndarray:
     """Return a new uint8 BGR image with skeletons (and person boxes) drawn on it.
+
+    track_ids: optional N video track ids; each track keeps one colour (its box, label
+    and limbs) in every frame, and "#ID" is drawn by its box (None or 0: no track, grey).
+    radius / thickness: joint radius and limb width in pixels (default: sized to each person).
 
     keypoints: N×17×3 (x, y, score) in image pixels, scores as MSPN gives them (peak / 255 + 1).
     A joint is drawn when its confidence (`joint_confidence`, 0 to 1) is above `kpt_thr`, a limb
@@ -150,15 +160,21 @@ def draw_poses(
 
     labels = []
     for i in order:
-        box_color = BOX_COLORS[i % len(BOX_COLORS)]
+        box_color = BOX_COLORS[i % len(BOX_COLORS)] if track_ids is None else track_color(track_ids[i])
         if draw_boxes and boxes is not None and np.all(np.isfinite(boxes[i])):
             _draw_box(canvas, boxes[i], box_color, unit)
+            text = [] if track_ids is None or not track_ids[i] else [f"#{int(track_ids[i])}"]
             if shown is not None and np.isfinite(shown[i]):
-                labels.append((boxes[i], f"{shown[i]:.2f}", box_color))
+                text.append(f"{shown[i]:.2f}")
+            if text:
+                labels.append((boxes[i], " ".join(text), box_color))
 
     for i in order:
         limb_half_width, joint_radius = _stroke_sizes(sizes[i], unit)
-        _draw_limbs(canvas, keypoints[i], visible[i], limb_half_width)
+        limb_half_width = limb_half_width if thickness is None else max(float(thickness), 0.5) / 2
+        joint_radius = joint_radius if radius is None else max(float(radius), 0.5)
+        limb_color = None if track_ids is None else track_color(track_ids[i])
+        _draw_limbs(canvas, keypoints[i], visible[i], limb_half_width, limb_color)
         _draw_joints(canvas, keypoints[i], visible[i], joint_radius, unit)
 
     for box, text, color in labels:
@@ -272,13 +288,28 @@ def _stroke_sizes(person_size: float, unit: float) -> Tuple[float, float]:
     return limb_half_width, joint_radius
 
 
+def track_color(track_id: Optional[int]) -> Tuple[int, int, int]:
+    """The BGR colour of a track: the same in every frame, neighbouring ids far apart in hue.
+
+    Hues step by the golden ratio, so any few consecutive ids get clearly different colours.
+    """
+    if track_id is None or int(track_id) <= 0:
+        return UNTRACKED_COLOR
+    hue = (int(track_id) * 0.618033988749895) % 1.0
+    hsv = np.uint8([[[int(hue * 180) % 180, 200, 245]]])
+    b, g, r = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0]
+    return int(b), int(g), int(r)
+
+
 def _fixed(value: float) -> int:
     return int(round(value * _ONE))
 
 
-def _draw_limbs(canvas: np.ndarray, person: np.ndarray, visible: np.ndarray, half_width: float) -> None:
+def _draw_limbs(canvas: np.ndarray, person: np.ndarray, visible: np.ndarray, half_width: float,
+                color_override: Optional[Tuple[int, int, int]] = None) -> None:
     height, width = canvas.shape[:2]
     for (a, b), color in zip(LIMBS, LIMB_COLORS):
+        color = color if color_override is None else color_override
         if not (visible[a] and visible[b]):
             continue
         (xa, ya), (xb, yb) = person[a, :2], person[b, :2]

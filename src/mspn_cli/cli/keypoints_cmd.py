@@ -13,14 +13,14 @@ from mspn_cli.cli.common import BatchReport, console_err, guarded, make_progress
 from mspn_cli.errors import UsageError, interrupt_exit_code
 
 OUTPUT = typer.Option(
-    None, "-o", "--output", help="Annotated output: a file for one input (image or .mp4/.webm), else a folder (created if its parent exists)."
+    None, "-o", "--output", help="Annotated output: a file for one input (image, or .mp4/.webm/.mkv/.avi/.mov video), else a folder (created if its parent exists): <stem>_pose.jpg per photo, <stem>_pose.mp4 per video."
 )
 
 
 @app.command("keypoints")
 @guarded
 def keypoints_command(
-    inputs: List[str] = typer.Argument(..., help="Images, folders, globs, .txt files listing paths, or a video."),
+    inputs: List[str] = typer.Argument(..., help="Images, videos, folders (photos and videos mixed), globs, .txt files listing paths, a camera (cam:0) or a stream URL (rtsp://, http(s)://)."),
     boxes: Optional[Path] = opt.BOXES,
     json_out: Optional[str] = opt.JSON_OUT,
     jsonl: bool = opt.JSONL,
@@ -41,6 +41,15 @@ def keypoints_command(
     recursive: bool = opt.RECURSIVE,
     overwrite: bool = opt.OVERWRITE,
     fail_fast: bool = opt.FAIL_FAST,
+    track: bool = opt.TRACK,
+    track_buffer: Optional[int] = opt.TRACK_BUFFER,
+    smooth: str = opt.SMOOTH_ONLINE,
+    det_every: Optional[int] = opt.DET_EVERY,
+    max_frames: Optional[int] = opt.MAX_FRAMES,
+    fourcc: Optional[str] = opt.FOURCC,
+    tracking_config: Optional[Path] = opt.TRACKING_CONFIG,
+    radius: Optional[float] = opt.RADIUS,
+    thickness: Optional[float] = opt.THICKNESS,
     quiet: bool = opt.QUIET,
 ) -> None:
     """Estimate the 17 COCO keypoints of every person.
@@ -49,7 +58,8 @@ def keypoints_command(
     `mspn keypoints val/ --boxes dets.json --json results.json`, `mspn keypoints clip.mp4 -o out.mp4 --json out.json`.
     """
     # Imported here, not at module level: `mspn --help` must not load numpy or OpenCV.
-    from mspn_cli.io.sources import expand_inputs, is_video
+    from mspn_cli.cli.video_outputs import is_folder_target
+    from mspn_cli.io.sources import expand_inputs
     from mspn_cli.io.writers import check_output_path, refuse_output_onto_inputs
 
     settings = opt.run_settings(
@@ -58,17 +68,15 @@ def keypoints_command(
         max_persons=max_persons, quiet=quiet,
     )
     items = expand_inputs(inputs, recursive=recursive)
-    videos = [item for item in items if is_video(item.path) and item.error is None]
+    videos = [item for item in items if item.is_video and item.error is None]
     if videos:
-        if len(items) != 1:
-            raise UsageError("give one video at a time (videos cannot be mixed with other inputs)")
         if boxes is not None:
             raise UsageError("--boxes applies to images, not video")
     if json_out is None and not jsonl and output is None:
         json_out = "-"  # nothing requested: results to stdout, for pipes
     if json_out == "-" and jsonl:
         raise UsageError("--json - and --jsonl both write to stdout; choose one")
-    if json_out not in (None, "-"):
+    if json_out not in (None, "-") and not (videos and is_folder_target(json_out)):
         check_output_path(json_out, overwrite, "JSON output")
     refuse_output_onto_inputs([json_out, output], [item.path for item in items] + [boxes])
     if settings.config:
@@ -77,9 +85,15 @@ def keypoints_command(
         load_pose_config(settings.config)  # a bad config is reported before anything runs
 
     if videos:
-        from mspn_cli.cli.video_run import run_video
+        from mspn_cli.cli.video_run import run_with_videos
+        from mspn_cli.tracking import load_tracking_config
+        from mspn_cli.video import VideoSettings
 
-        run_video(videos[0].path, settings, output, json_out, jsonl, every, overwrite, quiet, kpt_thr)
+        video_settings = VideoSettings(every=every, det_every=det_every, track=track, track_buffer=track_buffer,
+                                       smooth=smooth, max_frames=max_frames, tracking_config=opt.optional_path(tracking_config))
+        load_tracking_config(video_settings.tracking_config)  # a bad config is reported before anything runs
+        run_with_videos(items, settings, video_settings, output, json_out, jsonl, overwrite, fail_fast, quiet,
+                        dict(kpt_thr=kpt_thr, radius=radius, thickness=thickness), fourcc)
         return
     _run_images(items, settings, boxes, output, json_out, jsonl, overwrite, fail_fast, quiet, kpt_thr)
 

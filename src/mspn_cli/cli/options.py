@@ -65,6 +65,31 @@ BOXES = typer.Option(
 )
 RECURSIVE = typer.Option(False, "--recursive", "-r", help="Look for images in sub-folders of folder inputs too.")
 EVERY = typer.Option(1, "--every", min=1, help="Video: process every N-th frame.")
+# -- video ---------------------------------------------------------------------
+TRACK = typer.Option(True, "--track/--no-track", help="Video: give every person a track_id, stable across frames (online tracker).")
+TRACK_BUFFER = typer.Option(
+    None, "--track-buffer", min=0, metavar="N",
+    help="Video: frames a lost track is kept for re-matching where its motion predicts (default from configs/tracking.toml: 30).",
+    show_default=False,
+)
+SMOOTH_ONLINE = typer.Option(
+    "none", "--smooth", metavar="none|oneeuro",
+    help="Video: One-Euro filter on each tracked person's keypoints (online); records keep the raw ones as keypoints_raw.",
+)
+DET_EVERY = typer.Option(
+    None, "--det-every", min=1, metavar="N",
+    help="Video: run the detector on every N-th processed frame; in between, each tracked person's box comes from its last pose (default 1).",
+    show_default=False,
+)
+MAX_FRAMES = typer.Option(None, "--max-frames", min=1, metavar="N", help="Video and live sources: stop after N processed frames per video.")
+FOURCC = typer.Option(
+    None, "--fourcc", metavar="CODE",
+    help="Video output codec (4 characters). Default by container: .mp4/.webm/.mkv VP9 (VP90, plays in browsers), .avi MJPG, .mov mp4v.",
+    show_default=False,
+)
+TRACKING_CONFIG = typer.Option(None, "--tracking-config", help="Tracking and smoothing config TOML (default: the packaged configs/tracking.toml).", show_default=False)
+RADIUS = typer.Option(None, "--radius", min=0.5, help="Joint dot radius in pixels for drawings (default: sized to each person).", show_default=False)
+THICKNESS = typer.Option(None, "--thickness", min=0.5, help="Limb width in pixels for drawings (default: sized to each person).", show_default=False)
 FAIL_FAST = typer.Option(False, "--fail-fast", help="Stop at the first bad input instead of reporting it at the end.")
 ALLOW_TRUNCATED = typer.Option(
     False, "--allow-truncated",

@@ -20,13 +20,14 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mspn_cli.errors import InputError  # noqa: E402
+from mspn_cli.io.video_source import is_stream_spec  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pgm", ".ppm", ".pnm")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 LIST_EXTENSIONS = (".txt", ".lst")
-
 # Image formats OpenCV's build cannot decode: left out of folder listings, and said so.
 UNREADABLE_IMAGE_EXTENSIONS = (".gif", ".avif", ".heic", ".heif", ".jxl", ".svg", ".ico", ".psd", ".dng", ".cr2", ".nef", ".arw")
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "VIDEO_EXTENSIONS",
@@ -37,7 +38,6 @@ __all__ = [
     "decode_image_bytes",
     "image_id_for",
     "prefetch",
-    "iter_video_frames",
 ]
 
 
@@ -47,6 +47,16 @@ class InputItem:
 
     path: Path
     error: Optional[str] = None
+    stream: Optional[str] = None  # `cam:N` or a stream URL as given (a Path would mangle "://")
+
+    @property
+    def is_video(self) -> bool:
+        return self.stream is not None or is_video(self.path)
+
+    @property
+    def source(self) -> str:
+        """What to open: the stream spec, else the file path."""
+        return self.stream if self.stream is not None else str(self.path)
 
 
 def is_video(path: Union[str, Path]) -> bool:
@@ -80,12 +90,16 @@ def expand_inputs(inputs: Sequence[Union[str, Path]], recursive: bool = False,
 
     A missing path becomes an item carrying an error, so a batch can report it at the
     end instead of stopping. An input that expands to nothing raises InputError.
+    Image files of a folder in a format that cannot be decoded (GIF, AVIF, HEIC, ...)
+    are left out and appended to `skipped`, for the run's summary.
     """
     items: List[InputItem] = []
     for raw in inputs:
         text = str(raw)
         path = Path(text)
-        if path.is_dir():
+        if is_stream_spec(text) and not path.exists():
+            items.append(InputItem(path, stream=text))
+        elif path.is_dir():
             pattern = "**/*" if recursive else "*"
             files = sorted(p for p in path.glob(pattern) if p.is_file())
             found = [p for p in files if _is_image_name(p) or is_video(p)]
@@ -95,8 +109,6 @@ def expand_inputs(inputs: Sequence[Union[str, Path]], recursive: bool = False,
             if not found:
                 kinds = ", ".join(sorted({p.suffix.lower() for p in unreadable}))
                 raise InputError(f"no images found in folder {path}" + (f" (only {kinds} files, which mspn cannot read)" if kinds else ""))
-    Image files of a folder in a format that cannot be decoded (GIF, AVIF, HEIC, ...)
-    are left out and appended to `skipped`, for the run's summary.
             items.extend(InputItem(p) for p in found)
         elif path.is_file() and path.suffix.lower() in LIST_EXTENSIONS:
             listed = _list_file(path)
@@ -121,7 +133,13 @@ def decode_image_bytes(data: bytes, name: str = "image", allow_truncated: bool =
 
     IMREAD_COLOR matches the official `cv2.imread` path: grayscale is replicated,
     alpha is dropped, 16-bit is scaled to 8-bit, EXIF orientation is applied.
+    A truncated file (a partial download) is refused unless `allow_truncated`; the
+    decoders' own stderr lines are kept off the user's terminal. Remarks that are not
+    errors (only page 1 of a multi-page TIFF is used, a truncated file decoded as is)
+    are appended to `notes`.
     """
+    from mspn_cli.io.image_checks import quiet_imdecode, said_premature_end, tiff_page_count, truncation_of
+
     if not data:
         raise InputError(f"{name}: empty file")
     truncated = truncation_of(data)
@@ -143,12 +161,6 @@ def decode_image_bytes(data: bytes, name: str = "image", allow_truncated: bool =
             notes.append(f"{name}: a multi-page TIFF ({pages} pages); only page 1 is used")
     return image
 
-    A truncated file (a partial download) is refused unless `allow_truncated`; the
-    decoders' own stderr lines are kept off the user's terminal. Remarks that are not
-    errors (only page 1 of a multi-page TIFF is used, a truncated file decoded as is)
-    are appended to `notes`.
-
-    from mspn_cli.io.image_checks import quiet_imdecode, said_premature_end, tiff_page_count, truncation_of
 
 def read_image(path: Union[str, Path], allow_truncated: bool = False, notes: Optional[List[str]] = None) -> np.ndarray:
     """Read an image file as H x W x 3 uint8 BGR, or raise InputError with one clear line."""
@@ -205,43 +217,3 @@ def _settle(item, future):
         return item, future.result(), None
     except Exception as exc:  # noqa: BLE001 - handed to the consumer
         return item, None, exc
-
-
-def iter_video_frames(path: Union[str, Path], every: int = 1) -> Iterator[Tuple[int, np.ndarray]]:
-    """Yield (frame_index, BGR frame) for every `every`-th frame, streaming."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    capture = cv2.VideoCapture(str(path))
-    try:
-        if not capture.isOpened():
-            raise InputError(f"{path}: not a readable video")
-        index = 0
-        produced = 0
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            if index % every == 0:
-                produced += 1
-                yield index, frame
-            index += 1
-        if index == 0:
-            raise InputError(f"{path}: video has no readable frames")
-    finally:
-        capture.release()
-
-
-def video_properties(path: Union[str, Path]) -> Tuple[float, int, int, int]:
-    """(fps, width, height, frame_count) of a video, or InputError."""
-    capture = cv2.VideoCapture(str(path))
-    try:
-        if not capture.isOpened():
-            raise InputError(f"{path}: not a readable video")
-        fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
-        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        return float(fps), width, height, count
-    finally:
-        capture.release()

@@ -28,6 +28,7 @@ __all__ = [
     "write_json_atomic",
     "write_image_atomic",
     "JsonlWriter",
+    "VideoWriterAtomic",
     "to_jsonable",
 ]
 
@@ -195,29 +196,64 @@ class JsonlWriter:
 
 
 class VideoWriterAtomic:
-    """An MP4 (or other container) written to a temporary file and renamed when closed."""
+    """A video written to a hidden temporary file next to `path` and renamed into place by `close`.
 
-    def __init__(self, path: Union[str, Path], fps: float, size, fourcc: str = "mp4v"):
+    `close` after an interruption still renames, so the frames written so far form a
+    valid, playable file; `abort` (on an error) removes the temporary file. A video
+    with no frame is not written at all. `fourcc` is the codec (e.g. "VP90"; callers
+    take the container's default from configs/video.toml). With `overwrite` False an
+    existing `path`, even one that appeared meanwhile, is left alone (OutputError).
+    """
+
+    def __init__(self, path: Union[str, Path], fps: float, size, fourcc: str, overwrite: bool = False):
+        from mspn_cli._mge import silenced_stderr
+
         self.path = Path(path)
+        self.overwrite = overwrite
+        self.fourcc = fourcc
         self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp{self.path.suffix}")
-        self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*fourcc), max(fps, 1.0), tuple(size))
+        if len(fourcc) != 4:
+            raise OutputError(f"--fourcc must be 4 characters (such as VP90, MJPG, mp4v), got {fourcc!r}")
+        # FFmpeg prints tag-fallback notes ("VP90 is not supported ... fallback to vp09") on fd 2.
+        with silenced_stderr():
+            self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*fourcc), float(max(fps, 1.0)),
+                                           (int(size[0]), int(size[1])))
         if not self._writer.isOpened():
-            raise OutputError(f"cannot open a video writer for {self.path}")
+            self._writer.release()
+            self._unlink_tmp()
+            raise OutputError(f"cannot write {self.path}: OpenCV has no encoder for fourcc {fourcc!r} in a "
+                              f"{self.path.suffix or 'suffix-less'} file")
+        self.size = (int(size[0]), int(size[1]))
         self.frames = 0
 
     def write(self, frame: np.ndarray) -> None:
+        if (frame.shape[1], frame.shape[0]) != self.size:  # OpenCV drops such frames silently
+            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
         self._writer.write(frame)
         self.frames += 1
 
-    def close(self) -> None:
+    def close(self) -> Optional[Path]:
+        """Finish the file and move it into place; returns its path, or None when no frame was written."""
         self._writer.release()
         if self.frames == 0:
-            self.abort()
-            return
-        os.replace(self._tmp, self.path)
+            self._unlink_tmp()
+            return None
+        os.chmod(self._tmp, 0o666 & ~_current_umask())
+        try:
+            if self.overwrite:
+                os.replace(self._tmp, self.path)
+            else:
+                _move_no_clobber(str(self._tmp), self.path)
+        except BaseException:
+            self._unlink_tmp()
+            raise
+        return self.path
 
     def abort(self) -> None:
         self._writer.release()
+        self._unlink_tmp()
+
+    def _unlink_tmp(self) -> None:
         try:
             os.unlink(self._tmp)
         except OSError:
