@@ -3,8 +3,13 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 MSPN := $(VENV)/bin/mspn
-SHARED ?= ../shared
-DEMO_IMAGE ?= $(SHARED)/data/images/pilots_three_people_rgba.png
+# The demo photo: the seed's own example photo, on the host the weights come from, fetched
+# once into the cache beside the weights; the photo shipped in tests/data when it cannot be
+# fetched. DEMO_IMAGE=path uses that photo instead.
+DEMO_PHOTO_URL ?= https://data.megengine.org.cn/images/cat.jpg
+DEMO_FALLBACK ?= tests/data/images/pilots_three_people_rgba.png
+DEMO_IMAGE ?=
+DEMO_OUT ?= demo_out
 
 # MegEngine 1.13 ships wheels for CPython <= 3.10 only. Find a 3.10 interpreter:
 # $PYTHON if set, else pyenv's 3.10.x, else python3.10 on PATH.
@@ -17,7 +22,7 @@ PYTHON ?= $(shell \
 
 help:
 	@echo "make setup   - create $(VENV) (Python 3.10) and install mspn-cli with dev extras"
-	@echo "make demo    - set up, then run 'mspn keypoints' on a real image (official weights, fetched on first use)"
+	@echo "make demo    - set up, then run 'mspn keypoints' on the example photo (photo and official weights fetched on first use)"
 	@echo "make test    - set up, then run the test suite"
 	@echo "make bench   - set up, then run the speed benchmark (benchmarks/bench.py)"
 
@@ -37,8 +42,40 @@ $(VENV)/.installed: pyproject.toml | check-python
 
 setup: check-python $(VENV)/.installed
 
+# Prints the path of the demo photo; a failed fetch says why on stderr and prints the fallback.
+# Written to a temporary name in the cache folder and renamed, so a half download never stays.
+define DEMO_PHOTO_PY
+import os, sys, tempfile, urllib.request
+from mspn_cli.weights.store import mspn_home
+url, fallback = sys.argv[1], sys.argv[2]
+target = mspn_home() / "demo" / url.rsplit("/", 1)[-1]
+if not target.is_file():
+    tmp = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with urllib.request.urlopen(url, timeout=10) as response:
+            data = response.read()
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix="." + target.name + ".")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except Exception as exc:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+        print(f"demo: cannot fetch {url} ({exc}); using {fallback}", file=sys.stderr)
+        print(fallback)
+        sys.exit(0)
+print(target)
+endef
+export DEMO_PHOTO_PY
+
 demo: setup
-	$(MSPN) keypoints $(DEMO_IMAGE) -o demo_out/vis_skeleton.jpg --json demo_out/keypoints.json
+	@mkdir -p $(DEMO_OUT)
+	@photo="$(DEMO_IMAGE)"; \
+	if [ -z "$$photo" ]; then photo=$$($(PY) -c "$$DEMO_PHOTO_PY" "$(DEMO_PHOTO_URL)" "$(DEMO_FALLBACK)") || exit 1; fi; \
+	echo "$(MSPN) keypoints $$photo -o $(DEMO_OUT)/vis_skeleton.jpg --json $(DEMO_OUT)/keypoints.json --overwrite"; \
+	$(MSPN) keypoints "$$photo" -o $(DEMO_OUT)/vis_skeleton.jpg --json $(DEMO_OUT)/keypoints.json --overwrite
 
 test: setup
 	$(PY) -m pytest -q
