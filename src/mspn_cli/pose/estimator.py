@@ -2,7 +2,9 @@
 
 preprocess (pose/preprocess.py) -> backend -> postprocess (pose/postprocess.py), with
 the persons of many images sharing forward passes. Crops are cut lazily, one batch at
-a time, so memory is bounded by the batch size however many boxes an image has.
+a time, and each batch's heatmaps are decoded as soon as they come back, so memory is
+bounded by the batch size however many boxes an image has (only keypoints, 17 x 3
+floats per person, are kept until the image is finished).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class _PreparedImage:
     detections: Detections
     ext_boxes: np.ndarray
     normalized: Optional[np.ndarray]  # H x W x 3 float32 until every crop is cut
-    heatmaps: Optional[np.ndarray] = None  # filled batch by batch
+    keypoints: Optional[np.ndarray] = None  # N x K x 3, decoded batch by batch
     queued: int = 0  # crops handed to a batch so far
     filled: int = 0  # crops whose heatmaps are back
 
@@ -98,11 +100,7 @@ class PoseEstimator(NetworkRunner):
         cfg = self.config
         if prepared.count == 0:
             return PoseResult.empty(cfg.model.num_keypoints)
-        dec = cfg.decoder
-        keypoints = decode_heatmaps(
-            prepared.heatmaps, prepared.ext_boxes, cfg.model.input_size,
-            dec.heat_range, dec.blur_kernel, dec.border, dec.shift_steps,
-        )
+        keypoints = prepared.keypoints
         dets = prepared.detections
         return PoseResult(
             keypoints=keypoints,
@@ -111,6 +109,13 @@ class PoseEstimator(NetworkRunner):
             scores=instance_scores(keypoints, dets.scores),
             ext_boxes=prepared.ext_boxes,
         )
+
+    def _decode(self, heatmaps: np.ndarray, ext_boxes: np.ndarray) -> np.ndarray:
+        """Keypoints of some persons; each person is decoded on its own, so chunks do not change bits."""
+        cfg = self.config
+        dec = cfg.decoder
+        return decode_heatmaps(heatmaps, ext_boxes, cfg.model.input_size, dec.heat_range, dec.blur_kernel,
+                               dec.border, dec.shift_steps)
 
     def estimate(self, image_bgr: np.ndarray, boxes_xyxy, box_scores=None) -> PoseResult:
         """Keypoints of the persons in `boxes_xyxy` (N x 4) of one BGR image."""
@@ -146,9 +151,10 @@ class PoseEstimator(NetworkRunner):
             log.debug("MSPN forward: %d persons in %.2f s", len(crops), time.perf_counter() - started)
             offset = 0
             for prep, start, take in queue:
-                if prep.heatmaps is None:
-                    prep.heatmaps = np.empty((prep.count, *heatmaps.shape[1:]), np.float32)
-                prep.heatmaps[start : start + take] = heatmaps[offset : offset + take]
+                decoded = self._decode(heatmaps[offset : offset + take], prep.ext_boxes[start : start + take])
+                if prep.keypoints is None:
+                    prep.keypoints = np.empty((prep.count, *decoded.shape[1:]), np.float32)
+                prep.keypoints[start : start + take] = decoded
                 prep.filled += take
                 offset += take
                 if prep.queued == prep.count:
