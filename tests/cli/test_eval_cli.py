@@ -370,3 +370,48 @@ def test_degenerate_boxes_do_not_refuse_the_file(tmp_path, cli_with_backend):
     assert "5 of 8 detection(s) used, 3 dropped (2 not person, 1 on images not in the annotations)" in said
     assert "3 person box(es) of width or height 0 kept" in said
     assert "Warning" not in said and "Traceback" not in said
+
+
+class StopsTheRun(FlatHeatmapsBackend):
+    """Sends SIGTERM to this very process during forward pass number `at` (as Slurm or `timeout` would)."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at, self.calls = at, 0
+
+    def run(self, batch):
+        import os
+        import signal
+
+        self.calls += 1
+        if self.calls == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().run(batch)
+
+
+def test_sigterm_keeps_the_checkpoint_and_the_rerun_finishes_identically(tmp_path, cli_with_backend):
+    """Issue 15 item 1 for eval-coco: SIGTERM stops like Ctrl-C, exit 143, and the same command resumes."""
+    import signal
+
+    from mspn_cli.cli.common import install_stop_signals
+
+    args = ["eval-coco", "--dets", DETS, "--ann", ANN, "--images", COCO_SAMPLE, "--batch-size", "1"]
+    reference = cli_with_backend(FlatHeatmapsBackend(), *args, "--results", tmp_path / "reference.json")
+    assert reference.exit_code == 0, reference.output
+    results = tmp_path / "stopped.json"
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    install_stop_signals()  # as `mspn` does at start
+    try:
+        stopped = cli_with_backend(StopsTheRun(at=3), *args, "--results", results)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    assert stopped.exit_code == 143, stopped.output
+    said = " ".join(stopped.output.split())
+    assert "interrupted" in said and "run the same command again to continue" in said
+    checkpoint = checkpoint_path_for(results)
+    assert not results.exists() and checkpoint.exists()
+    resumed = cli_with_backend(FlatHeatmapsBackend(), *args, "--results", results)
+    assert resumed.exit_code == 0, resumed.output
+    assert "resumed:" in resumed.output and not checkpoint.exists()
+    assert results.read_bytes() == (tmp_path / "reference.json").read_bytes()
