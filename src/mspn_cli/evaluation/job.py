@@ -9,7 +9,6 @@ through the same two steps.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 from mspn_cli.errors import UsageError
