@@ -8,6 +8,9 @@ renamed into place, the JSON of what finished is written, exit 128 + signal.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,17 +148,19 @@ def _run_one_video(runner, item, plan: VideoOutputPlan, jsonl: bool, fail_fast: 
             streaming = jsonl or source.live
             for poses in runner.run(frame_iter, fps=fps, streaming=streaming):
                 frame_recs = frame_records(poses, source.name, spec)
-                records.extend(frame_recs)
-                if lines is not None:
-                    lines.write(frame_line(poses, source.name, spec, fps, frame_recs))
-                if target is not None:
-                    if writer is None:  # opened on the first frame: a stream's size is known only then
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        height, width = poses.frame.image.shape[:2]
-                        writer = VideoWriterAtomic(target, written_fps, (width, height), plan.fourcc_for(target),
-                                                   overwrite=plan.overwrite)
-                    writer.write(poses.result.plot(poses.frame.image, **style))
-                frames += 1
+                drawn = poses.result.plot(poses.frame.image, **style) if target is not None else None
+                with _signals_held():  # a stop lands between frames: each frame is in every output or in none
+                    if drawn is not None:
+                        if writer is None:  # opened on the first frame: a stream's size is known only then
+                            target.parent.mkdir(parents=True, exist_ok=True)
+                            height, width = drawn.shape[:2]
+                            writer = VideoWriterAtomic(target, written_fps, (width, height), plan.fourcc_for(target),
+                                                       overwrite=plan.overwrite)
+                        writer.write(drawn)
+                    if lines is not None:
+                        lines.write(frame_line(poses, source.name, spec, fps, frame_recs))
+                    records.extend(frame_recs)
+                    frames += 1
                 totals.persons += len(poses.result)
                 progress.advance(bar)
     except KeyboardInterrupt:
@@ -187,3 +192,30 @@ def _run_one_video(runner, item, plan: VideoOutputPlan, jsonl: bool, fail_fast: 
         report.input_failed(spec, f"{spec}: no frame was processed", fail_fast)
         return
     totals.videos += 1
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Hold Ctrl-C, SIGTERM and SIGHUP while one frame goes to the outputs; they act right after.
+
+    Handlers run in the main thread whichever thread the kernel picks, so masking is not
+    enough: the handlers themselves are swapped for ones that only take note.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: List[int] = []
+    names = ("SIGINT", "SIGTERM", "SIGHUP")
+    numbers = [getattr(signal, name) for name in names if hasattr(signal, name)]
+    previous = {number: signal.signal(number, lambda signum, _frame: caught.append(signum)) for number in numbers}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if caught:
+            handler = previous[caught[0]]
+            if callable(handler):
+                handler(caught[0], None)
+            else:
+                signal.raise_signal(caught[0])
