@@ -104,7 +104,7 @@ def test_existing_output_is_not_overwritten(tmp_path, mspn_weights):
         ("{not json", "not valid JSON"),
         ('{"a": 1}', "expected a JSON list"),
         ('[{"image_id": 785, "bbox": [1, 2, 3]}]', "bbox must be 4"),
-        ('[{"image_id": 785, "bbox": [1, 2, -3, 4]}]', "non-positive"),
+        ('[{"image_id": 785, "bbox": [1, 2, -3, 4]}]', "negative width or height"),
         ('[{"image_id": "785", "bbox": [1, 2, 3, 4]}]', "image_id must be an integer"),
     ],
 )
