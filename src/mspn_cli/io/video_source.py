@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
+from mspn_cli._mge import silenced_stderr
 from mspn_cli.errors import InputError
 
 __all__ = ["STREAM_SCHEMES", "VideoFrame", "VideoSource", "is_stream_spec", "stream_display_name"]
@@ -65,10 +66,9 @@ class VideoSource:
         self.live = self._camera or is_stream_spec(self.spec)
         self.name = stream_display_name(self.spec) if self.live else Path(self.spec).name
         if camera:
-            capture = cv2.VideoCapture(int(camera.group(1)))
-            what = f"cannot open camera {camera.group(1)}"
+            opener, what = (lambda: cv2.VideoCapture(int(camera.group(1)))), f"cannot open camera {camera.group(1)}"
         elif self.live:
-            capture = cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG)
+            opener = lambda: cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG)  # noqa: E731
             what = "cannot open the stream (unreachable, or not a video OpenCV can read)"
         else:
             path = Path(self.spec)
@@ -76,8 +76,11 @@ class VideoSource:
                 raise InputError(f"{path}: is a folder, not a video")
             if not path.is_file():
                 raise InputError(f"{path}: file not found")
-            capture = cv2.VideoCapture(str(path))
-            what = "not a readable video"
+            opener, what = (lambda: cv2.VideoCapture(str(path))), "not a readable video"
+        # OpenCV and FFmpeg print their own lines on fd 2 ("moov atom not found", "can't open
+        # camera by index"); the one line the user gets is ours.
+        with silenced_stderr():
+            capture = opener()
         if not capture.isOpened():
             capture.release()
             raise InputError(f"{self.spec}: {what}")
