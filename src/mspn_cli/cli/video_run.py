@@ -36,7 +36,7 @@ class _Totals:
 
 def run_with_videos(items: Sequence[Any], settings, video_settings, output: Optional[Path], json_out: Optional[str],
                     jsonl: bool, overwrite: bool, fail_fast: bool, quiet: bool, style: Dict[str, Any],
-                    fourcc: Optional[str], report: Optional[BatchReport] = None) -> None:
+                    fourcc: Optional[str], report: Optional[BatchReport] = None, allow_truncated: bool = False) -> None:
     """Plan every output, load the networks once, run photos then each video; exits with the run's code."""
     from mspn_cli.io.tasks import plan_image_tasks
     from mspn_cli.video import VideoPoseRunner, load_video_config
@@ -45,7 +45,7 @@ def run_with_videos(items: Sequence[Any], settings, video_settings, output: Opti
     video_config = load_video_config()
     photos = [item for item in items if not (item.is_video and item.error is None)]
     videos = [item for item in items if item.is_video and item.error is None]
-    tasks = plan_image_tasks(photos) if photos else []
+    tasks = plan_image_tasks(photos, allow_truncated=allow_truncated) if photos else []
     plan = plan_video_outputs(tasks, videos, output, json_out, overwrite, fourcc, video_config)
     runner = None
     totals = _Totals()
