@@ -88,8 +88,8 @@ FOURCC = typer.Option(
     show_default=False,
 )
 TRACKING_CONFIG = typer.Option(None, "--tracking-config", help="Tracking and smoothing config TOML (default: the packaged configs/tracking.toml).", show_default=False)
-RADIUS = typer.Option(None, "--radius", min=0.5, help="Joint dot radius in pixels for drawings (default: sized to each person).", show_default=False)
-THICKNESS = typer.Option(None, "--thickness", min=0.5, help="Limb width in pixels for drawings (default: sized to each person).", show_default=False)
+RADIUS = typer.Option(None, "--radius", min=0.5, metavar="PX", help="Joint dot radius in pixels for drawings (default: sized to each person).", show_default=False)
+THICKNESS = typer.Option(None, "--thickness", min=0.5, metavar="PX", help="Limb width in pixels for drawings (default: sized to each person).", show_default=False)
 FAIL_FAST = typer.Option(False, "--fail-fast", help="Stop at the first bad input instead of reporting it at the end.")
 ALLOW_TRUNCATED = typer.Option(
     False, "--allow-truncated",
