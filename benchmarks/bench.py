@@ -171,7 +171,7 @@ def conv_gflop(model, example_shape: Sequence[int], measured_shape: Sequence[int
     """
     from megengine.utils.network import Network
 
-    from mspn_cli.export.onnx_export import trace_and_dump
+    from mspn_cli.export.trace import trace_and_dump
 
     traced = trace_and_dump(model, np.zeros(example_shape, np.float32), optimize=False)
     network = Network.load(io.BytesIO(traced.data))
@@ -251,7 +251,7 @@ def build_models(profile: Profile):
 def run_benchmark(args, profile: Profile, console) -> Dict[str, Any]:
     from mspn_cli._mge import import_megengine, silence_exit_chatter
     from mspn_cli.runtime import available_backends, create_backend
-    from mspn_cli.export.graph_cache import state_digest
+    from mspn_cli.export.cache import state_digest
     from mspn_cli.config import load_detector_config, load_pose_config
     from mspn_cli.detection.preprocess import prepare_detector_batch
 

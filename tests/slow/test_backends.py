@@ -7,7 +7,7 @@ import pytest
 
 from mspn_cli._mge import import_megengine
 from mspn_cli.runtime import available_backends, create_backend
-from mspn_cli.export.onnx_export import relative_error
+from mspn_cli.export.verify import relative_error
 from mspn_cli.errors import UsageError
 
 mge = import_megengine()
@@ -24,7 +24,7 @@ EXPORTED_BACKENDS = [
 
 def _load(model_name: str, weights):
     from mspn_cli.models import build_model
-    from mspn_cli.weights.store import load_checkpoint, load_weights_into
+    from mspn_cli.weights import load_checkpoint, load_weights_into
 
     model = build_model(model_name)
     load_weights_into(model, load_checkpoint(weights), str(weights))
@@ -64,7 +64,8 @@ def mspn_case(mspn_weights):
 @pytest.mark.parametrize("backend_name", EXPORTED_BACKENDS)
 def test_mspn_backends_match_megengine_at_any_batch_size(backend_name, mspn_case, graph_dir):
     model, batches, expected = mspn_case
-    backend = create_backend(backend_name, model, cache_dir=graph_dir, cache_key="mspn-test-seed0")
+    backend = create_backend(backend_name, model, cache_dir=graph_dir, cache_key="mspn-test-seed0",
+                             input_shape=(1, 3, 256, 192), dynamic_axes={0: "N"})  # the caller declares the spec
     assert backend.name == backend_name
     for n in MSPN_BATCHES:
         outputs = backend.run(batches[n])
@@ -144,7 +145,8 @@ def test_graph_cache_is_reused_by_the_next_backend(backend_name, tmp_path):
     assert not second.exported and second.cache.exports == 0
     assert second.graph_path == graph and graph.stat().st_mtime_ns == written
     _assert_close(second.run(batch), expected)
-    assert [p.name for p in tmp_path.iterdir()] == [graph.name]  # no temporary files left behind
+    # No temporary files left behind: the graph, its seal and the digest index only.
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([graph.name, graph.name + ".seal.json", "sha256-index.json"])
 
     # Other weights are another graph.
     model.conv.bias._reset(mge.tensor(np.ones(model.conv.bias.shape, np.float32)))
@@ -243,7 +245,7 @@ class CumulativeNet(M.Module):
 def test_auto_falls_back_when_the_fastest_backend_cannot_export(tmp_path, caplog):
     import logging
 
-    from mspn_cli.export.onnx_export import UnsupportedOperatorError
+    from mspn_cli.errors import UnsupportedOperatorError
 
     model = CumulativeNet()
     spec = {"cache_dir": tmp_path, "input_shape": (1, 3, 4, 4), "dynamic_axes": {0: "N"}}

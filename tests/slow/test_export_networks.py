@@ -10,7 +10,7 @@ from tests.conftest import assert_clean_error, run_mspn
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from mspn_cli.export.onnx_export import relative_error  # noqa: E402
+from mspn_cli.export.verify import relative_error  # noqa: E402
 
 TOLERANCE = 1e-4
 
@@ -29,7 +29,7 @@ def exported_mspn(tmp_path_factory, mspn_weights):
 def test_cli_export_onnx_matches_megengine(exported_mspn, mspn_weights):
     from mspn_cli.runtime import create_backend
     from mspn_cli.models import build_model
-    from mspn_cli.weights.store import load_checkpoint, load_weights_into
+    from mspn_cli.weights import load_checkpoint, load_weights_into
 
     target, proc = exported_mspn
     assert "matches MegEngine" in proc.stderr
@@ -60,7 +60,7 @@ def test_cli_export_mge_detector_runs_in_lite_at_another_size(tmp_path, detector
     from mspn_cli.runtime import create_backend
     from mspn_cli.runtime.lite_backend import load_lite_network
     from mspn_cli.models import build_model
-    from mspn_cli.weights.store import load_checkpoint, load_weights_into
+    from mspn_cli.weights import load_checkpoint, load_weights_into
 
     target = tmp_path / "detector.mge"
     proc = run_mspn(

@@ -11,15 +11,11 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from mspn_cli._mge import import_megengine  # noqa: E402
-from mspn_cli.export.onnx_export import (  # noqa: E402
-    UnsupportedOperatorError,
-    convert_mge_graph,
-    export_mge,
-    export_onnx,
-    flatten_outputs,
-    relative_error,
-    trace_and_dump,
-)
+from mspn_cli.errors import UnsupportedOperatorError  # noqa: E402
+from mspn_cli.export.mge import export_mge  # noqa: E402
+from mspn_cli.export.onnx import convert_mge_graph, export_onnx  # noqa: E402
+from mspn_cli.export.trace import flatten_outputs, trace_and_dump  # noqa: E402
+from mspn_cli.export.verify import relative_error  # noqa: E402
 
 mge = import_megengine()
 F = mge.functional

@@ -12,6 +12,7 @@ from mspn_cli.cli import options as opt
 from mspn_cli.cli.app import app
 from mspn_cli.cli.common import console_err, guarded
 from mspn_cli.errors import UsageError
+from mspn_cli.export.verify import MGE_LITE_TOLERANCE, ONNX_TOLERANCE
 
 POSE_MODEL = "mspn_4stage"
 DETECTOR_MODEL = "retinanet_res50_coco_3x_800size"
@@ -51,8 +52,10 @@ def _output_names(model_name: str, levels: int) -> List[str]:
 
 def _export_verified_mge(model, example, names: List[str], verify: bool) -> Tuple[bytes, Optional[float]]:
     """The fastest .mge variant that MegEngine Lite runs correctly (NCHW88 first)."""
-    from mspn_cli.runtime.lite_backend import LITE_GRAPH_VARIANTS, load_lite_network, verify_mge
-    from mspn_cli.export.onnx_export import ExportError, trace_and_dump
+    from mspn_cli.errors import ExportError
+    from mspn_cli.export.trace import trace_and_dump
+    from mspn_cli.export.verify import verify_mge
+    from mspn_cli.runtime.lite_backend import LITE_GRAPH_VARIANTS, load_lite_network
 
     problems = []
     for options in LITE_GRAPH_VARIANTS:
@@ -60,7 +63,7 @@ def _export_verified_mge(model, example, names: List[str], verify: bool) -> Tupl
         if not verify:
             return traced.data, None
         try:
-            return traced.data, verify_mge(load_lite_network(traced.data), traced)
+            return traced.data, verify_mge(load_lite_network(traced.data).run, traced)
         except Exception as exc:  # Lite raises RuntimeError for layouts it cannot run
             problems.append(f"{sorted(options) or 'default options'}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}")
     raise ExportError("MegEngine Lite cannot run this network: " + "; ".join(problems))
@@ -80,7 +83,12 @@ def export_command(
     input_size: str = typer.Option(
         "800,1344", "--input-size", help="Detector only: example input H,W (multiples of 32). The detector graph accepts any size; this is the size traced."
     ),
-    verify: bool = typer.Option(True, "--verify/--no-verify", help="Before writing, run the exported graph once and compare it with MegEngine (to 1e-3 relative)."),
+    verify: bool = typer.Option(
+        True,
+        "--verify/--no-verify",
+        help=f"Before writing, run the exported graph once and compare it with MegEngine: at most {ONNX_TOLERANCE:.0e} "
+        f"relative error for onnx, {MGE_LITE_TOLERANCE:.0e} for mge (Lite's NCHW88 kernels round differently).",
+    ),
     overwrite: bool = opt.OVERWRITE,
     quiet: bool = opt.QUIET,
 ) -> None:
@@ -92,8 +100,10 @@ def export_command(
     H and W multiples of 32, and returns the classification logits and box offsets
     of pyramid levels P3..P7.
     """
-    from mspn_cli.export.graph_cache import atomic_write_bytes
-    from mspn_cli.export.onnx_export import export_onnx_model, verify_onnx
+    from mspn_cli.cli.progress import download_progress
+    from mspn_cli.export.onnx import export_onnx_model
+    from mspn_cli.export.verify import verify_onnx
+    from mspn_cli.io.writers import write_bytes_atomic
     from mspn_cli.config import load_detector_config, load_pose_config
     from mspn_cli.runtime.network import load_network
     from mspn_cli.io.writers import check_output_path
@@ -122,7 +132,7 @@ def export_command(
         raise UsageError(f"config {config} describes model '{cfg.model.name}', not '{model_name}'")
 
     started = time.perf_counter()
-    model, weights_path, _ = load_network(model_name, cfg.weights, weights, progress=not quiet)
+    model, weights_path, _ = load_network(model_name, cfg.weights, weights, progress=download_progress(quiet))
     import numpy as np
 
     # Random values in each network's input range: raw pixels for the detector,
@@ -138,7 +148,7 @@ def export_command(
         error = verify_onnx(data, traced) if verify else None
     else:
         data, error = _export_verified_mge(model, example, names, verify)
-    atomic_write_bytes(output, data)
+    write_bytes_atomic(output, data)
     if not quiet:
         if fmt == "onnx":
             axes = ", ".join(f"{axis}={name}" for axis, name in sorted(dynamic_axes.items())) or "none"

@@ -103,6 +103,16 @@ def as_output_list(outputs) -> List[np.ndarray]:
     return [np.asarray(outputs)]
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (a cluster job given 4 of 64 cores gets 4), at least 1."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # platforms without affinity masks
+        return 1
+
+
 def optional_import(name: str) -> Optional[object]:
     import importlib
 

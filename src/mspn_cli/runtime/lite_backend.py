@@ -10,19 +10,17 @@ one thread in practice, whatever thread count is requested.
 from __future__ import annotations
 
 import io
-import os
 from typing import List, Optional
 
 import numpy as np
 
 from mspn_cli._mge import import_megengine, silenced_stderr
-from mspn_cli.runtime.base import optional_import, register_backend
+from mspn_cli.errors import ExportError, UsageError
+from mspn_cli.export.cache import discard, exported_graph
+from mspn_cli.export.specs import InputSpec
+from mspn_cli.export.verify import verify_mge
+from mspn_cli.runtime.base import optional_import, register_backend, usable_cpus
 from mspn_cli.runtime.exported import ExportedGraphBackend
-from mspn_cli.export.graph_cache import discard, exported_graph
-from mspn_cli.export.onnx_export import ExportError, InputSpec, relative_error
-from mspn_cli.errors import UsageError
-
-VERIFY_TOLERANCE = 1e-3
 
 # optimize_for_inference options, fastest first. NCHW88 suits AVX2 kernels but Lite
 # cannot run some graphs in it (e.g. a batch norm on 4 channels fails to broadcast);
@@ -74,7 +72,7 @@ def load_lite_network(source, threads: Optional[int] = None) -> LiteNetworkRunne
     options.weight_preprocess = True  # transform weights for the chosen kernels once, at load
     options.var_sanity_check_first_run = False
     network = LiteNetwork(LiteConfig(device_type=LiteDeviceType.LITE_CPU, option=options))
-    threads = int(threads or os.cpu_count() or 1)
+    threads = int(threads or usable_cpus())
     if threads > 1:
         network.threads_number = threads  # must be set before load
     if isinstance(source, (bytes, bytearray)):
@@ -84,20 +82,6 @@ def load_lite_network(source, threads: Optional[int] = None) -> LiteNetworkRunne
     with silenced_stderr():
         network.load(source)
     return LiteNetworkRunner(network)
-
-
-def verify_mge(runner: LiteNetworkRunner, traced, tolerance: float = VERIFY_TOLERANCE) -> float:
-    """Run the loaded graph on the traced example; raise ExportError if it disagrees with MegEngine."""
-    worst = 0.0
-    for name, actual, expected in zip(traced.output_names, runner.run(traced.example_input), traced.example_outputs):
-        error = relative_error(actual, expected)
-        worst = max(worst, error)
-        if not error <= tolerance:
-            raise ExportError(
-                f"the optimised .mge graph does not reproduce the traced model on output '{name}' "
-                f"(relative error {error:.2e}); use the megengine backend"
-            )
-    return worst
 
 
 class LiteBackend(ExportedGraphBackend):
@@ -113,7 +97,8 @@ class LiteBackend(ExportedGraphBackend):
         def graph_for(options, cached_only):
             return exported_graph(
                 self.model, "mge", spec, model_name=self.model_name, weights_key=self._weights_key(),
-                cache=self.cache, mge_options=options, cached_only=cached_only,
+                cache=self.cache, mge_options=options, key_extra=self.key_extra, cached_only=cached_only,
+                purpose="MegEngine Lite",
             )
 
         # A variant in the cache has run correctly before (failed ones are deleted).
@@ -131,8 +116,10 @@ class LiteBackend(ExportedGraphBackend):
             graph = graph_for(options, cached_only=False)
             try:
                 network = load_lite_network(graph.path, self.threads)
-                if self.verify and graph.traced is not None:
-                    verify_mge(network, graph.traced)
+                verified = self.verify and graph.traced is not None
+                if verified:
+                    verify_mge(network.run, graph.traced)
+                self.cache.seal(graph.path, verified=verified)
             except Exception as exc:  # Lite raises RuntimeError for layouts it cannot run
                 discard(graph.path)
                 problems.append(f"{_describe(options)}: {_first_line(exc)}")
@@ -153,4 +140,4 @@ class LiteBackend(ExportedGraphBackend):
 
 register_backend("mge-lite", LiteBackend, lite_available, rank=10)
 
-__all__ = ["LiteBackend", "LiteNetworkRunner", "lite_available", "load_lite_network", "verify_mge"]
+__all__ = ["LiteBackend", "LiteNetworkRunner", "lite_available", "load_lite_network"]

@@ -40,18 +40,87 @@ def load_network(model_name: str, weights_config, weights: Optional[str], progre
     return model, path, sha256
 
 
+def input_spec_of(config):
+    """The input spec a configured network is exported with (the caller declares it, not the model).
+
+    MSPN: N crops of the config's input size. The detector accepts any N x 3 x H x W; it
+    is traced on a small non-square image (every pyramid level at least 2 cells, so a
+    swapped H/W shows up in verification) to keep first use quick.
+    """
+    from mspn_cli.config import PoseConfig
+    from mspn_cli.export.specs import InputSpec
+
+    if isinstance(config, PoseConfig):
+        height, width = config.model.input_size
+        return InputSpec.make((1, 3, int(height), int(width)), {0: "N"})
+    height = 2 * max(config.anchors.strides)
+    width = height + 2 * config.preprocess.size_divisor
+    return InputSpec.make((1, 3, height, width), {0: "N", 2: "H", 3: "W"})
+
+
+def graph_key_extra(config) -> dict:
+    """Config values that shape the exported graph, beyond the weights and the input spec."""
+    import dataclasses
+
+    return {"model_config": dataclasses.asdict(config.model)}
+
+
+def _cached_onnxruntime_backend(config, weights_path, weights_sha256: str, device: str):
+    """The onnxruntime backend on a sealed, verified cached graph, or None (the warm path).
+
+    Needs neither MegEngine nor the weights' contents: the weights are named by their
+    sha256 from the digest index.
+    """
+    from mspn_cli.export.cache import FORMAT_SUFFIXES, GraphCache, graph_key_fields
+    from mspn_cli.runtime.onnxruntime_backend import OnnxRuntimeBackend, onnxruntime_can_run
+
+    if not onnxruntime_can_run(device):
+        return None
+    spec = input_spec_of(config)
+    cache = GraphCache()
+    fields = graph_key_fields("onnx", spec, weights_sha256, graph_key_extra(config))
+    path = cache.find(config.model.name, fields, FORMAT_SUFFIXES["onnx"], require_verified=True)
+    if path is None:
+        return None
+    try:
+        return OnnxRuntimeBackend.from_cached_graph(path, spec, cache)
+    except Exception as exc:  # onnxruntime rejects the file: the cold path exports it again
+        log.warning("cached graph %s does not load (%s); exporting it again", path, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        from mspn_cli.export.cache import discard
+
+        discard(path)
+        return None
+
+
 def attach_backend(
-    config, backend: Union[str, Any], weights: Optional[str], device: str, progress: ProgressArg, graph_tag: str
+    config, backend: Union[str, Any], weights: Optional[str], device: str, progress: ProgressArg, graph_tag: str = ""
 ) -> Tuple[Any, Any, str]:
-    """A backend running `config`'s network: (backend, weights path, weights sha256)."""
-    from mspn_cli.runtime import create_backend
+    """A backend running `config`'s network: (backend, weights path, weights sha256).
+
+    For onnxruntime (and auto, whose first choice it is), a verified graph in the cache
+    is opened directly; only otherwise is the MegEngine network built, loaded and exported.
+    `graph_tag` is no longer needed (the input spec comes from the config); kept for callers.
+    """
+    from mspn_cli.weights import indexed_sha256, resolve_weights
 
     name = config.model.name
-    model, weights_path, weights_sha256 = load_network(name, config.weights, weights, progress, device)
-    # Exported graphs are cached per network, input layout and weights.
-    cache_key = f"{name}-{graph_tag}-{weights_sha256[:16]}"
     started = time.perf_counter()
-    instance = create_backend(backend, model, device=device, cache_key=cache_key)
+    if backend in ("auto", "onnxruntime"):
+        weights_path = resolve_weights(weights, config.weights, progress=download_progress_of(progress))
+        weights_sha256 = indexed_sha256(weights_path)
+        instance = _cached_onnxruntime_backend(config, weights_path, weights_sha256, device)
+        if instance is not None:
+            log.info("%s: cached graph %s opened in %.1f s", name, instance.graph_path, time.perf_counter() - started)
+            return instance, weights_path, weights_sha256
+    from mspn_cli.runtime import create_backend
+
+    model, weights_path, weights_sha256 = load_network(name, config.weights, weights, progress, device)
+    spec = input_spec_of(config)
+    started = time.perf_counter()
+    instance = create_backend(
+        backend, model, device=device, model_name=name, weights_key=weights_sha256, key_extra=graph_key_extra(config),
+        input_shape=spec.shape, dynamic_axes=spec.axes_dict(),
+    )
     log.info("%s: backend ready in %.1f s", name, time.perf_counter() - started)
     return instance, weights_path, weights_sha256
 

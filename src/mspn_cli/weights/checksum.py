@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Dict, Optional, Union
 
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 
 _CHUNK_SIZE = 1 << 20
 INDEX_FILE_NAME = "sha256-index.json"
+# File systems keep mtimes in ticks (a few ms, 2 s on FAT): a file rewritten within the
+# tick it was hashed in keeps its mtime. A digest is trusted only when the file had not
+# changed for this long before it was hashed (git's "racy" rule), else it is hashed again.
+RACY_WINDOW_NS = 2_000_000_000
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -86,10 +91,13 @@ class DigestIndex:
         recorded = entries.get(identity["path"])
         if isinstance(recorded, dict) and all(recorded.get(k) == v for k, v in identity.items()):
             digest = recorded.get("sha256")
-            if isinstance(digest, str) and len(digest) == 64:
+            hashed_at = recorded.get("hashed_at_ns")
+            settled = isinstance(hashed_at, int) and hashed_at - int(identity["mtime_ns"]) > RACY_WINDOW_NS
+            if settled and isinstance(digest, str) and len(digest) == 64:
                 return digest
+        hashed_at = time.time_ns()
         digest = sha256_file(identity["path"])
-        self._record(entries, dict(identity, sha256=digest))
+        self._record(entries, dict(identity, sha256=digest, hashed_at_ns=hashed_at))
         return digest
 
     def _record(self, entries: Dict[str, dict], entry: dict) -> None:

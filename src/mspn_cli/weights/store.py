@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 from mspn_cli.config import WeightsConfig, load_detector_config, load_pose_config
 from mspn_cli.errors import WeightsError
-from mspn_cli.weights.download import DEFAULT_TIMEOUT, DownloadProgress, download_file, format_size  # noqa: F401
+from mspn_cli.weights.download import DEFAULT_TIMEOUT, DownloadProgress, download_file
 
 log = logging.getLogger(__name__)
 
