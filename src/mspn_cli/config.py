@@ -20,6 +20,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_POSE_CONFIG = CONFIG_DIR / "mspn_4stage_coco_256x192.toml"
 DEFAULT_DETECTOR_CONFIG = CONFIG_DIR / "retinanet_res50_coco_3x_800size.toml"
 DEFAULT_EVAL_CONFIG = CONFIG_DIR / "coco_eval.toml"
+DEFAULT_SCALE_OUT_CONFIG = CONFIG_DIR / "scale_out.toml"
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,21 @@ class EvalConfig:
     source: str = ""
 
 
+
+@dataclass(frozen=True)
+class RayEngineConfig:
+    images_per_block: int
+    actor_cpus: float
+    local_cpus: int
+
+
+@dataclass(frozen=True)
+class ScaleOutConfig:
+    """`--engine ray`: block size and actor resources (configs/scale_out.toml)."""
+
+    ray: RayEngineConfig
+    source: str = ""
+
 T = TypeVar("T")
 
 
@@ -246,6 +262,16 @@ def load_eval_config(path: Optional[Union[str, Path]] = None) -> EvalConfig:
     path = Path(path) if path else DEFAULT_EVAL_CONFIG
     config = _build(EvalConfig, _read_toml(path), "")
     check_eval_config(config, path)
+    return dataclasses.replace(config, source=str(path))
+
+
+def load_scale_out_config(path: Optional[Union[str, Path]] = None) -> ScaleOutConfig:
+    """Load the scale-out config; the packaged default when `path` is None."""
+    path = Path(path) if path else DEFAULT_SCALE_OUT_CONFIG
+    config = _build(ScaleOutConfig, _read_toml(path), "")
+    ray = config.ray
+    if ray.images_per_block < 1 or ray.actor_cpus <= 0 or ray.local_cpus < 0:
+        raise ConfigError(f"{path}: need ray.images_per_block >= 1, ray.actor_cpus > 0 and ray.local_cpus >= 0")
     return dataclasses.replace(config, source=str(path))
 
 

@@ -103,14 +103,28 @@ def as_output_list(outputs) -> List[np.ndarray]:
     return [np.asarray(outputs)]
 
 
+_thread_limit: Optional[int] = None
+
+
+def limit_threads(count: Optional[int]) -> None:
+    """Cap the threads of backends created from now on (None: no cap).
+
+    A Ray actor given C CPUs of a 64-core node runs with the node's full affinity mask;
+    it calls this with C so its onnxruntime sessions use C threads.
+    """
+    global _thread_limit
+    _thread_limit = None if count is None else max(1, int(count))
+
+
 def usable_cpus() -> int:
     """CPUs this process may run on (a cluster job given 4 of 64 cores gets 4), at least 1."""
     import os
 
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # platforms without affinity masks
-        return 1
+        cpus = 1
+    return min(cpus, _thread_limit) if _thread_limit else cpus
 
 
 def optional_import(name: str) -> Optional[object]:
