@@ -9,8 +9,8 @@ import typer
 
 from mspn_cli.cli import options as opt
 from mspn_cli.cli.app import app
-from mspn_cli.cli.common import BatchReport, console_err, guarded, make_progress, report_interrupted
-from mspn_cli.errors import UsageError, interrupt_exit_code
+from mspn_cli.cli.common import BatchReport, guarded
+from mspn_cli.errors import UsageError
 
 OUTPUT = typer.Option(
     None, "-o", "--output", help="Annotated output: a file for one input (image, or .mp4/.webm/.mkv/.avi/.mov video), else a folder (created if its parent exists): <stem>_pose.jpg per photo, <stem>_pose.mp4 per video."
@@ -41,6 +41,13 @@ def keypoints_command(
     recursive: bool = opt.RECURSIVE,
     overwrite: bool = opt.OVERWRITE,
     fail_fast: bool = opt.FAIL_FAST,
+    resume: bool = opt.RESUME,
+    shard: Optional[str] = opt.SHARD,
+    engine: str = opt.ENGINE,
+    ray_address: str = opt.RAY_ADDRESS,
+    actors: Optional[int] = opt.ACTORS,
+    actor_cpus: Optional[float] = opt.ACTOR_CPUS,
+    allow_truncated: bool = opt.ALLOW_TRUNCATED,
     track: bool = opt.TRACK,
     track_buffer: Optional[int] = opt.TRACK_BUFFER,
     smooth: str = opt.SMOOTH_ONLINE,
@@ -67,17 +74,22 @@ def keypoints_command(
         det_size=det_size, device=device, backend=backend, flip=flip, batch_size=batch_size, box_thr=box_thr,
         max_persons=max_persons, quiet=quiet,
     )
-    items = expand_inputs(inputs, recursive=recursive)
+    scale = _scale_out(resume, shard, engine, ray_address, actors, actor_cpus)
+    skipped: List[Path] = []
+    items = expand_inputs(inputs, recursive=recursive, skipped=skipped)
     videos = [item for item in items if item.is_video and item.error is None]
     if videos:
         if boxes is not None:
             raise UsageError("--boxes applies to images, not video")
+        if scale.shard is not None or scale.engine.name != "local":
+            raise UsageError("--shard and --engine ray apply to images, not video")
     if json_out is None and not jsonl and output is None:
         json_out = "-"  # nothing requested: results to stdout, for pipes
     if json_out == "-" and jsonl:
         raise UsageError("--json - and --jsonl both write to stdout; choose one")
     if json_out not in (None, "-") and not (videos and is_folder_target(json_out)):
-        check_output_path(json_out, overwrite, "JSON output")
+        # An unfinished result of an interrupted run (its checkpoint lies beside it) is replaced by the rerun.
+        check_output_path(json_out, overwrite or (not videos and _unfinished_result(json_out)), "JSON output")
     refuse_output_onto_inputs([json_out, output], [item.path for item in items] + [boxes])
     if settings.config:
         from mspn_cli.config import load_pose_config
@@ -92,14 +104,34 @@ def keypoints_command(
         video_settings = VideoSettings(every=every, det_every=det_every, track=track, track_buffer=track_buffer,
                                        smooth=smooth, max_frames=max_frames, tracking_config=opt.optional_path(tracking_config))
         load_tracking_config(video_settings.tracking_config)  # a bad config is reported before anything runs
+        report = BatchReport()
+        report.note_skipped(skipped)
         run_with_videos(items, settings, video_settings, output, json_out, jsonl, overwrite, fail_fast, quiet,
-                        dict(kpt_thr=kpt_thr, radius=radius, thickness=thickness), fourcc)
+                        dict(kpt_thr=kpt_thr, radius=radius, thickness=thickness), fourcc, report, allow_truncated)
         return
-    _run_images(items, settings, boxes, output, json_out, jsonl, overwrite, fail_fast, quiet, kpt_thr)
+    _run_images(items, settings, boxes, output, json_out, jsonl, overwrite, fail_fast, quiet, kpt_thr, allow_truncated, skipped,
+                scale, dict(radius=radius, thickness=thickness))
 
 
-def _run_images(items, settings, boxes, output, json_out, jsonl, overwrite, fail_fast, quiet, kpt_thr) -> None:
-    from mspn_cli.io.outputs import ImageResultsWriter, plan_annotated_images
+def _scale_out(resume, shard, engine, ray_address, actors, actor_cpus):
+    from mspn_cli.cli.keypoints_scale import ScaleOut
+    from mspn_cli.engines import EngineOptions
+    from mspn_cli.io.shards import parse_shard
+
+    return ScaleOut(resume=resume, shard=parse_shard(shard) if shard is not None else None,
+                    engine=EngineOptions(engine, ray_address, actors, actor_cpus))
+
+
+def _unfinished_result(json_out) -> bool:
+    from mspn_cli.cli.keypoints_scale import unfinished_result
+
+    return unfinished_result(json_out)
+
+
+def _run_images(items, settings, boxes, output, json_out, jsonl, overwrite, fail_fast, quiet, kpt_thr,
+                allow_truncated=False, skipped=(), scale=None, draw_style=None) -> None:
+    """Plan the tasks, then run or resume them (cli/keypoints_scale.py: checkpoint, shards, engines)."""
+    from mspn_cli.cli.keypoints_scale import ScaleOut, run_planned_images
     from mspn_cli.io.tasks import plan_image_tasks
 
     detection_set = None
@@ -107,42 +139,8 @@ def _run_images(items, settings, boxes, output, json_out, jsonl, overwrite, fail
         from mspn_cli.io.detections import load_detections
 
         detection_set = load_detections(boxes, require_coco_fields=False)
-    tasks = plan_image_tasks(items, detection_set)
-    annotated = plan_annotated_images(tasks, output, overwrite)
-
-    from mspn_cli.pipeline import PosePipeline
-
-    pipeline = PosePipeline.from_settings(settings, need_detector=detection_set is None)
-    writer = ImageResultsWriter(json_out, jsonl, annotated, draw=lambda outcome: outcome.result.plot(outcome.image, kpt_thr=kpt_thr))
+    tasks = plan_image_tasks(items, detection_set, allow_truncated=allow_truncated)
     report = BatchReport()
-    unmatched = sum(1 for task in tasks if task.unmatched)
-    if unmatched:
-        report.notes.append(
-            f"{unmatched} image(s) have no entry in {boxes} (matched by file_name, or by image_id for numeric "
-            "file names): processed as having no persons"
-        )
-    progress, task_bar = make_progress(len(tasks), quiet, "keypoints")
-    interrupted: Optional[BaseException] = None
-    try:
-        with progress:
-            for outcome in pipeline.run_tasks(tasks, keep_image=lambda task: task.index in annotated):
-                progress.advance(task_bar)
-                if outcome.error is not None:
-                    report.input_failed(outcome.task.path, outcome.error, fail_fast)
-                    continue
-                report.notes.extend(outcome.notes)
-                writer.add(outcome)
-                report.images += 1
-                report.persons += len(outcome.records)
-    except KeyboardInterrupt as exc:
-        interrupted = exc
-    # Written on success and on interruption (what finished is valid); not after an error, and
-    # not when every input failed, so no empty result file stands in for a failed run.
-    written = writer.finish() if (report.images or not report.failures) else None
-    if interrupted is not None:
-        report_interrupted(interrupted, report.images)
-        raise typer.Exit(interrupt_exit_code(interrupted))
-    if written is not None and json_out != "-" and not quiet:
-        console_err.print(f"wrote {written} instance(s) to {json_out}")
-    report.print_summary(quiet)
-    raise typer.Exit(report.exit_code())
+    report.note_skipped(skipped)
+    run_planned_images(tasks, settings, detection_set is None, boxes, output, json_out, jsonl, overwrite, fail_fast,
+                       quiet, kpt_thr, report, scale or ScaleOut(), draw_style)
