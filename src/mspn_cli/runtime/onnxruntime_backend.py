@@ -38,7 +38,15 @@ def onnxruntime_can_run(device: str = "cpu") -> bool:
 
 
 def open_session(path: Path, threads: int):
-    """An onnxruntime CPU session for the graph at `path`."""
+    """An onnxruntime CPU session for the graph at `path`, optimised at load (ORT_ENABLE_ALL).
+
+    Measured (benchmarks/session_start.py, MSPN 294 MB, 2 cores, median of 5 fresh
+    interpreters, interleaved): open + first run 1.17 s plain, 1.24 s for a model saved
+    optimised at ORT_ENABLE_ALL and loaded with optimisations off, 1.40 s for one saved at
+    ORT_ENABLE_EXTENDED. Reading the weights and re-laying them out for the NCHWc
+    kernels dominate either way, so the saved model buys nothing (and an ENABLE_ALL one
+    would tie the cache to this CPU's vector width): the plain way stays.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
