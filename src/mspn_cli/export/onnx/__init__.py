@@ -26,8 +26,13 @@ def export_onnx_model(
     dynamic_axes: Optional[DynamicAxes] = None,
     input_name: str = "images",
     output_names: Optional[Sequence[str]] = None,
+    check: bool = True,
 ):
-    """Trace, dump and convert: returns `(onnx.ModelProto, TracedGraph)`."""
+    """Trace, dump and convert: returns `(onnx.ModelProto, TracedGraph)`.
+
+    `check` runs onnx's checker (a second serialisation, about 1.5 s for MSPN); graphs
+    that onnxruntime loads and verification compares with MegEngine can skip it.
+    """
     traced = trace_and_dump(model, example_input, input_name=input_name, output_names=output_names, optimize=False)
     model_proto = convert_mge_graph(
         traced.data,
@@ -36,6 +41,7 @@ def export_onnx_model(
         input_shape=tuple(traced.example_input.shape),
         dynamic_axes=dynamic_axes or {},
         hidden_params=traced.hidden_params,
+        check=check,
     )
     return model_proto, traced
 
