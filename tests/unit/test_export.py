@@ -211,3 +211,34 @@ def test_mge_export_runs_in_megengine_lite_at_other_batch_sizes(tmp_path):
     for shape in [(1, 3, 16, 16), (4, 3, 16, 16)]:
         batch = np.random.default_rng(shape[0]).normal(size=shape).astype(np.float32)
         assert relative_error(runner.run(batch)[0], reference(batch)[0]) <= TOLERANCE
+
+
+def test_export_errors_are_not_usage_errors():
+    from mspn_cli.errors import EXIT_INTERNAL, ExportError, UsageError
+
+    # A converter that cannot express a graph is the exporter's limit, not a bad option.
+    for error in (ExportError, UnsupportedOperatorError):
+        assert not issubclass(error, UsageError)
+        assert error.exit_code == EXIT_INTERNAL
+
+
+def test_export_help_states_the_tolerances_used():
+    from mspn_cli.export.verify import MGE_LITE_TOLERANCE, ONNX_TOLERANCE
+
+    proc = run_mspn("export", "--help")
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert f"at most {ONNX_TOLERANCE:.0e} relative error for onnx, {MGE_LITE_TOLERANCE:.0e} for mge" in text
+    assert "1e-3 relative" not in text
+
+
+def test_the_export_room_imports_no_backend_and_no_circle():
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, mspn_cli.export.cache, mspn_cli.export.onnx, mspn_cli.export.verify, mspn_cli.export.mge;"
+        "print(sorted(m for m in sys.modules if m.startswith('mspn_cli.runtime')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
