@@ -18,12 +18,13 @@ PYTHON ?= $(shell \
 	elif command -v pyenv >/dev/null 2>&1 && p=$$(ls -d $$(pyenv root)/versions/3.10.*/bin/python 2>/dev/null | tail -n1) && [ -n "$$p" ]; then echo "$$p"; \
 	elif command -v python3.10 >/dev/null 2>&1; then command -v python3.10; fi)
 
-.PHONY: help setup demo test test-all bench bench-smoke clean check-python
+.PHONY: help setup demo test test-fast test-all bench bench-smoke clean check-python
 
 help:
 	@echo "make setup   - create $(VENV) (Python 3.10) and install mspn-cli with dev extras"
 	@echo "make demo    - set up, then run 'mspn keypoints' on the example photo (photo and official weights fetched on first use)"
-	@echo "make test    - set up, then run the test suite"
+	@echo "make test    - set up, then run the whole test suite (what CI runs)"
+	@echo "make test-fast - the suite without tests/slow"
 	@echo "make bench   - set up, then run the speed benchmark (benchmarks/bench.py)"
 
 check-python:
@@ -77,11 +78,15 @@ demo: setup
 	echo "$(MSPN) keypoints $$photo -o $(DEMO_OUT)/vis_skeleton.jpg --json $(DEMO_OUT)/keypoints.json --overwrite"; \
 	$(MSPN) keypoints "$$photo" -o $(DEMO_OUT)/vis_skeleton.jpg --json $(DEMO_OUT)/keypoints.json --overwrite
 
+# The whole suite, tests/slow included: CI runs this (.ci/run). The 20 slowest tests are listed.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
-test-all: setup
-	$(PY) -m pytest -q -m "slow or not slow"
+# Everything but tests/slow (full-size networks end to end, fuzzing, memory): a quick check.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: test
 
 bench: setup
 	$(PY) benchmarks/bench.py
