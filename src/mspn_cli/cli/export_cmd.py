@@ -53,7 +53,7 @@ def _output_names(model_name: str, levels: int) -> List[str]:
 def _export_verified_mge(model, example, names: List[str], verify: bool) -> Tuple[bytes, Optional[float]]:
     """The fastest .mge variant that MegEngine Lite runs correctly (NCHW88 first)."""
     from mspn_cli.errors import ExportError
-    from mspn_cli.export.trace import trace_and_dump
+    from mspn_cli.export.trace import first_line, trace_and_dump
     from mspn_cli.export.verify import verify_mge
     from mspn_cli.runtime.lite_backend import LITE_GRAPH_VARIANTS, load_lite_network
 
@@ -65,7 +65,7 @@ def _export_verified_mge(model, example, names: List[str], verify: bool) -> Tupl
         try:
             return traced.data, verify_mge(load_lite_network(traced.data).run, traced)
         except Exception as exc:  # Lite raises RuntimeError for layouts it cannot run
-            problems.append(f"{sorted(options) or 'default options'}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}")
+            problems.append(f"{sorted(options) or 'default options'}: {first_line(exc)}")
     raise ExportError("MegEngine Lite cannot run this network: " + "; ".join(problems))
 
 

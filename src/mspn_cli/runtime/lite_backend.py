@@ -18,6 +18,7 @@ from mspn_cli._mge import import_megengine, silenced_stderr
 from mspn_cli.errors import ExportError, UsageError
 from mspn_cli.export.cache import discard, exported_graph
 from mspn_cli.export.specs import InputSpec
+from mspn_cli.export.trace import first_line
 from mspn_cli.export.verify import verify_mge
 from mspn_cli.runtime.base import optional_import, register_backend, usable_cpus
 from mspn_cli.runtime.exported import ExportedGraphBackend
@@ -34,11 +35,6 @@ LITE_GRAPH_VARIANTS = (
 
 def _describe(options) -> str:
     return "+".join(key.replace("enable_", "") for key in sorted(options)) or "default optimisation"
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 def lite_available(device: str = "cpu") -> bool:
@@ -122,7 +118,7 @@ class LiteBackend(ExportedGraphBackend):
                 self.cache.seal(graph.path, verified=verified)
             except Exception as exc:  # Lite raises RuntimeError for layouts it cannot run
                 discard(graph.path)
-                problems.append(f"{_describe(options)}: {_first_line(exc)}")
+                problems.append(f"{_describe(options)}: {first_line(exc)}")
                 continue
             return self._use(network, spec, graph)
         raise ExportError("MegEngine Lite cannot run this network (" + "; ".join(problems) + "); use the megengine backend")
