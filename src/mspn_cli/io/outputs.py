@@ -84,15 +84,16 @@ class ImageResultsWriter:
         self.records_by_index: Dict[int, List[dict]] = {}
 
     def add(self, outcome: ImageOutcome) -> None:
+        """The annotated image first, the JSONL line last: a line on stdout means the image is done."""
         task = outcome.task
-        self.records_by_index[task.index] = outcome.records
-        if self.jsonl is not None:
-            self.jsonl.write({"image_id": task.image_id, "file_name": task.file_name, "path": task.path,
-                              self.line_key: outcome.records})
         target = self.annotated.get(task.index)
         if target is not None and outcome.image is not None:
             target.parent.mkdir(parents=True, exist_ok=True)
             write_image_atomic(target, self.draw(outcome))
+        self.records_by_index[task.index] = outcome.records
+        if self.jsonl is not None:
+            self.jsonl.write({"image_id": task.image_id, "file_name": task.file_name, "path": task.path,
+                              self.line_key: outcome.records})
 
     @property
     def images(self) -> int:
