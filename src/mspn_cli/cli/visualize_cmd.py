@@ -57,9 +57,9 @@ def visualize(
 
     out_path = _resolve_output(image, output)
     refuse_output_onto_inputs([out_path], [image, keypoints])
+    check_output_path(out_path, overwrite, "output image")
     picture = read_image_bgr(image, allow_truncated)
     records = load_results(keypoints)
-    check_output_path(out_path, overwrite, "output image")
     if not out_path.suffix or not cv2.haveImageWriter(str(out_path)):
         extension = out_path.suffix or "(none)"
         raise OutputError(f"cannot write {out_path}: unsupported image extension {extension!r}; use .jpg or .png")
