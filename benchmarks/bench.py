@@ -29,18 +29,17 @@ from __future__ import annotations
 
 import argparse
 import gc
-import io
 import json
 import os
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ceiling import cpu_name, conv_gflop, describe_sgemm, fastest, lite_works, module_version, peak_rss_mb, sgemm_ceiling
 from common import DEFAULT_CACHE_DIR, DEFAULT_DATA, report_console, write_json
 
 RANDOM_WEIGHTS_NOTE = "random (seeded) weights: timing only, outputs are meaningless"
@@ -62,133 +61,6 @@ class Profile:
 
 FULL = Profile("full", (1, 4, 8, 16), 4, (800, 1333), 2048, 3, 4)
 SMOKE = Profile("smoke", (1, 2), 1, (128, 160), 2048, 1, 1)  # sgemm stays 2048: smaller ones under-report the ceiling
-
-# A run longer than this is timed once: its one-time costs (shape planning,
-# algorithm choice) are small next to it, and repeating it would take minutes.
-LONG_RUN_SECONDS = 8.0
-
-
-def peak_rss_mb() -> float:
-    # ru_maxrss is in kilobytes on Linux (bytes on macOS).
-    scale = 1024 * 1024 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
-
-
-def fastest(run: Callable[[], Any], repeats: int) -> Tuple[float, List[float]]:
-    """Warm up once, then the fastest of `repeats` timed runs (seconds)."""
-    start = time.perf_counter()
-    run()
-    first = time.perf_counter() - start
-    if first >= LONG_RUN_SECONDS:
-        return first, [first]
-    samples = []
-    for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        run()
-        samples.append(time.perf_counter() - start)
-    return min(samples), samples
-
-
-# --------------------------------------------------------------------------- measurements
-
-
-def sgemm_gflops(n: int, repeats: int = 5) -> float:
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    b = rng.standard_normal((n, n), dtype=np.float32)
-    best, _ = fastest(lambda: a @ b, repeats)
-    return 2.0 * n**3 / best / 1e9
-
-
-def openblas_core() -> Optional[str]:
-    """The kernel family numpy's OpenBLAS picked at load time (None if it is not OpenBLAS)."""
-    import ctypes
-    import glob
-
-    folder = Path(np.__file__).resolve().parent.parent / "numpy.libs"
-    for library in sorted(glob.glob(str(folder / "*openblas*"))):
-        try:
-            lib = ctypes.CDLL(library)
-        except OSError:
-            continue
-        for symbol in ("openblas_get_corename64_", "openblas_get_corename"):
-            function = getattr(lib, symbol, None)
-            if function is not None:
-                function.restype = ctypes.c_char_p
-                return function().decode()
-    return None
-
-
-def best_coretype() -> Optional[str]:
-    """The OpenBLAS kernel family this CPU's flags allow (None when not x86 or unknown)."""
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return None
-    if "avx512f" in flags:
-        return "SkylakeX"
-    if "avx2" in flags and "fma" in flags:
-        return "Haswell"
-    return None
-
-
-def sgemm_ceiling(n: int) -> Dict[str, Any]:
-    """numpy sgemm GFLOP/s as installed, and with OPENBLAS_CORETYPE forced when OpenBLAS
-    misdetects the CPU (virtual machines often report a generic model, and OpenBLAS then
-    falls back to its SSE3 "Prescott" kernels at a fraction of the speed).
-
-    Each is measured in a fresh interpreter: the kernel choice happens when numpy loads,
-    and MegEngine's and onnxruntime's thread pools must not be competing.
-    """
-    import subprocess
-
-    def measure(coretype: Optional[str]) -> Optional[float]:
-        env = dict(os.environ)
-        if coretype:
-            env["OPENBLAS_CORETYPE"] = coretype
-        proc = subprocess.run([sys.executable, __file__, "--sgemm-only", str(n)], capture_output=True, text=True, env=env)
-        try:
-            return float(proc.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            return None
-
-    core = openblas_core()
-    result: Dict[str, Any] = {"n": n, "openblas_core": core, "gflops_installed": measure(None)}
-    forced = best_coretype()
-    if core and forced and core.lower() != forced.lower():
-        result["forced_coretype"] = forced
-        result["gflops_forced"] = measure(forced)
-    measured = [v for v in (result["gflops_installed"], result.get("gflops_forced")) if v]
-    result["gflops"] = max(measured) if measured else sgemm_gflops(n)
-    return result
-
-
-def conv_gflop(model, example_shape: Sequence[int], measured_shape: Sequence[int]) -> float:
-    """2 x multiply-adds of every (transposed) convolution at `measured_shape`.
-
-    Traces at the small `example_shape`, then lets MegEngine's static shape inference
-    size the graph for `measured_shape`, so nothing is run at the large size.
-    """
-    from megengine.utils.network import Network
-
-    from mspn_cli.export.trace import trace_and_dump
-
-    traced = trace_and_dump(model, np.zeros(example_shape, np.float32), optimize=False)
-    network = Network.load(io.BytesIO(traced.data))
-    (data,) = network.data_providers_filter.as_list()
-    data.shape = tuple(measured_shape)
-    network._compile()  # re-infers every var's static shape
-    macs = 0
-    for opr in network.all_oprs:
-        kind = type(opr).__name__
-        if kind == "ConvolutionForward":
-            weight, out = opr.inputs[1].shape, opr.outputs[0].shape
-            macs += int(np.prod(out)) * int(np.prod(weight[-3:]))  # (in channels per group) x kh x kw per output
-        elif kind == "ConvolutionBackwardData":
-            weight, data_in = opr.inputs[0].shape, opr.inputs[1].shape
-            macs += int(np.prod(data_in)) * int(np.prod(weight[-3:]))  # (out channels per group) x kh x kw per input
-    return 2.0 * macs / 1e9
-
 
 def load_sample(data_dir: Path):
     """COCO sample images (BGR) and their recorded person boxes (x1, y1, x2, y2, score)."""
@@ -251,6 +123,7 @@ def build_models(profile: Profile):
 def run_benchmark(args, profile: Profile, console) -> Dict[str, Any]:
     from mspn_cli._mge import import_megengine, silence_exit_chatter
     from mspn_cli.runtime import available_backends, create_backend
+    from mspn_cli.runtime.base import usable_cpus
     from mspn_cli.export.cache import state_digest
     from mspn_cli.config import load_detector_config, load_pose_config
     from mspn_cli.detection.preprocess import prepare_detector_batch
@@ -264,25 +137,33 @@ def run_benchmark(args, profile: Profile, console) -> Dict[str, Any]:
     for name in backends:
         if name not in available:
             raise SystemExit(f"error: backend '{name}' is not available here; available: {', '.join(available)}")
+    skipped: Dict[str, str] = {}
+    if "mge-lite" in backends:
+        works, why = lite_works()
+        if not works:
+            skipped["mge-lite"] = why
+            backends.remove("mge-lite")
+            console.print(f"[yellow]mge-lite skipped[/yellow]: {why}")
 
     result: Dict[str, Any] = {
         "profile": profile.name,
         "weights": RANDOM_WEIGHTS_NOTE,
         "machine": {
-            "cpus": os.cpu_count(),
-            "cpu": _cpu_name(),
+            "cpus": usable_cpus(),  # the CPUs this process may use (affinity), as the backends count them
+            "cpu": cpu_name(),
             "python": platform.python_version(),
             "numpy": np.__version__,
             "megengine": mge.__version__,
-            "onnxruntime": _version("onnxruntime"),
+            "onnxruntime": module_version("onnxruntime"),
         },
         "backends": backends,
+        "skipped_backends": skipped,
     }
 
     console.print(f"[bold]mspn-cli benchmark[/bold] ({profile.name}; {RANDOM_WEIGHTS_NOTE})")
     result["sgemm"] = sgemm_ceiling(profile.sgemm_n)
     gflops = result["sgemm"]["gflops"]
-    console.print(f"numpy sgemm {profile.sgemm_n}^3: {_describe_sgemm(result['sgemm'])} (measured again at the end; the best counts)")
+    console.print(f"numpy sgemm {profile.sgemm_n}^3: {describe_sgemm(result['sgemm'])} (measured again at the end; the best counts)")
 
     images = load_sample(Path(args.data))
     max_persons = max(profile.persons)
@@ -313,10 +194,12 @@ def run_benchmark(args, profile: Profile, console) -> Dict[str, Any]:
     for name in backends:
         console.print(f"[bold]{name}[/bold]: preparing (first use exports the graph; later runs load it from the cache) ...")
         start = time.perf_counter()
-        mspn_backend = create_backend(name, mspn, cache_key=f"bench-mspn-{mspn_key[:16]}")
+        # The input specs the CLI exports with (dynamic batch; dynamic H/W for the detector), so the
+        # export happens here and not inside the first timed call.
+        mspn_backend = create_backend(name, mspn, cache_key=f"bench-mspn-{mspn_key[:16]}", **spec_options(pose_config))
         mspn_setup = time.perf_counter() - start
         start = time.perf_counter()
-        det_backend = create_backend(name, detector, cache_key=f"bench-det-{detector_key[:16]}")
+        det_backend = create_backend(name, detector, cache_key=f"bench-det-{detector_key[:16]}", **spec_options(det_config))
         det_setup = time.perf_counter() - start
         setups[name] = {"mspn_s": mspn_setup, "detector_s": det_setup, "peak_rss_mb": peak_rss_mb()}
 
@@ -355,11 +238,11 @@ def run_benchmark(args, profile: Profile, console) -> Dict[str, Any]:
     return result
 
 
-def _describe_sgemm(sgemm: Dict[str, Any]) -> str:
-    text = f"{sgemm['gflops_installed'] or 0:.0f} GFLOP/s with OpenBLAS's '{sgemm['openblas_core']}' kernels"
-    if sgemm.get("gflops_forced"):
-        text += f", {sgemm['gflops_forced']:.0f} GFLOP/s with OPENBLAS_CORETYPE={sgemm['forced_coretype']}"
-    return text
+def spec_options(config) -> Dict[str, Any]:
+    from mspn_cli.runtime.network import input_spec_of
+
+    spec = input_spec_of(config)
+    return {"input_shape": spec.shape, "dynamic_axes": spec.axes_dict()}
 
 
 def _row(backend, batch, seconds, samples, per, gflop, sgemm) -> Dict[str, Any]:
@@ -402,19 +285,21 @@ class ReplayDetector:
         self.detector = detector
         self.boxes_by_image = boxes_by_image
 
-    def detect(self, image: np.ndarray) -> np.ndarray:
+    def detect(self, image: np.ndarray):
+        from mspn_cli.detection.result import Detections
+
         self.detector.detect(image)
-        return self.boxes_by_image[id(image)]
+        return Detections.from_array(self.boxes_by_image[id(image)])
 
 
 def end_to_end(name, mspn_backend, det_backend, images, pose_config, profile) -> Dict[str, Any]:
-    from mspn_cli.pipeline import PersonDetector, PoseEstimator, PosePipeline
+    from mspn_cli.pipeline import PersonDetector, PipelineItem, PoseEstimator, PosePipeline
 
     detector = PersonDetector(backend=det_backend, det_size=profile.det_size)
     estimator = PoseEstimator(pose_config, backend=mspn_backend, batch_size=max(profile.persons))
     replay = ReplayDetector(detector, {id(image): boxes for _, image, boxes in images})
-    pipeline = PosePipeline(replay, estimator)
-    items = [(key, image) for key, image, _ in images]
+    pipeline = PosePipeline(estimator, replay)
+    items = [PipelineItem(key, image) for key, image, _ in images]
     persons = sum(len(boxes) for _, _, boxes in images)
 
     def run():
@@ -477,30 +362,12 @@ def print_tables(result: Dict[str, Any], console) -> None:
         console.print(e2e)
     setup = ", ".join(f"{name} {s['mspn_s']:.1f} s + {s['detector_s']:.1f} s" for name, s in result["setup"].items())
     console.print(f"backend setup (MSPN + detector; includes graph export on first use): {setup}")
-    console.print(f"sgemm at the start: {_describe_sgemm(result['sgemm']['start'])}; at the end: {_describe_sgemm(result['sgemm']['end'])}")
+    console.print(f"sgemm at the start: {describe_sgemm(result['sgemm']['start'])}; at the end: {describe_sgemm(result['sgemm']['end'])}")
     console.print(f"peak RSS: {result['peak_rss_mb']:.0f} MB; {RANDOM_WEIGHTS_NOTE}")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _version(module: str) -> Optional[str]:
-    try:
-        return __import__(module).__version__
-    except Exception:
-        return None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sgemm-only", type=int, help=argparse.SUPPRESS)  # internal: one sgemm measurement
     parser.add_argument("--smoke", action="store_true", help="tiny sizes and a 1-stage MSPN: a quick check that everything runs (< 60 s)")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help=f"the shared data folder (default {DEFAULT_DATA})")
     parser.add_argument("--out", help="write the results as JSON to this file")
@@ -514,10 +381,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         default=str(DEFAULT_CACHE_DIR),
         help="MSPN_HOME for the benchmark's exported graphs of random weights (kept out of your own cache)",
     )
+    parser.add_argument("--no-cli", action="store_true", help="skip the real-command figures (benchmarks/cli_speed.py)")
+    parser.add_argument("--no-cold", action="store_true", help="skip the cold start (an empty graph cache: both graphs exported)")
     args = parser.parse_args(argv)
-    if args.sgemm_only:
-        print(sgemm_gflops(args.sgemm_only))
-        return 0
 
     profile = SMOKE if args.smoke else FULL
     if args.persons:
@@ -536,6 +402,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         console.print(f"[bold]memory[/bold]: mspn detect and mspn keypoints over {long_run_images} images each ...")
         det_size = ",".join(str(v) for v in profile.det_size) if args.smoke else None
         result["long_run"] = long_run(Path(args.data), long_run_images, Path(args.cache_dir), det_size, args.smoke)
+    if not args.no_cli:
+        from cli_speed import cli_benchmark
+
+        console.print("[bold]the real command[/bold]: start-up and cost per person of `mspn keypoints` against the bare network ...")
+        result["cli"] = cli_benchmark(
+            Path(args.cache_dir), args.smoke, repeats=1 if args.smoke else profile.repeats, persons=1 if args.smoke else 8,
+            images_n=2 if args.smoke else 4, cold=not (args.smoke or args.no_cold), sgemm_gflops=result["sgemm"]["gflops"],
+            console=console,
+        )
     result["total_seconds"] = time.perf_counter() - started
     print_tables(result, console)
     if result.get("long_run"):
