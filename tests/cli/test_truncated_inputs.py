@@ -9,7 +9,6 @@ fills the missing rows), and a cut PNG printed "libpng error: ..." before our er
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np

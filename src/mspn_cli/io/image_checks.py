@@ -24,7 +24,7 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-__all__ = ["truncation_of", "tiff_page_count", "quiet_imdecode", "CHATTER_PREFIXES"]
+__all__ = ["truncation_of", "tiff_page_count", "quiet_imdecode", "said_premature_end", "CHATTER_PREFIXES"]
 
 # Lines the decoders print on their own; ours is the one line per bad file.
 CHATTER_PREFIXES = ("libpng ", "[ WARN:", "[ERROR:", "[ INFO:", "Corrupt JPEG data", "Premature end of JPEG",
