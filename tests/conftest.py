@@ -64,6 +64,20 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
+def _lite_runs() -> bool:
+    try:
+        from mspn_cli.runtime.lite_probe import lite_runs_here
+
+        return lite_runs_here()
+    except Exception:  # noqa: BLE001 - no MegEngine Lite at all
+        return False
+
+
+# MegEngine Lite 1.13's JIT fails on some CPUs (Xbyak err 45 on AMD EPYC Zen 4) and then
+# hangs in forward; the package probes that once in a child (runtime/lite_probe.py).
+requires_lite = pytest.mark.skipif(not _lite_runs(), reason="MegEngine Lite does not run on this CPU (runtime/lite_probe.py)")
+
+
 @pytest.fixture(scope="session")
 def mspn_weights() -> Path:
     """Seeded random MSPN weights in the official pickle format (tests only)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import assert_clean_error, run_mspn
+from tests.conftest import assert_clean_error, requires_lite, run_mspn
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -56,6 +56,7 @@ def test_cli_export_refuses_to_overwrite(exported_mspn, mspn_weights):
     assert target.stat().st_mtime_ns == before
 
 
+@requires_lite
 def test_cli_export_mge_detector_runs_in_lite_at_another_size(tmp_path, detector_weights):
     from mspn_cli.runtime import create_backend
     from mspn_cli.runtime.lite_backend import load_lite_network
@@ -79,3 +80,24 @@ def test_cli_export_mge_detector_runs_in_lite_at_another_size(tmp_path, detector
     assert len(actual) == len(expected) == 10
     for got, want in zip(actual, expected):
         assert relative_error(got, want) <= TOLERANCE
+
+
+def test_cli_export_mge_where_lite_cannot_run_asks_for_no_verify(tmp_path, detector_weights, monkeypatch):
+    """Where Lite's JIT fails (the probe said so), verification is refused in one line, not a hang."""
+    from mspn_cli.runtime import lite_probe
+
+    cache = lite_probe._cache_file()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    fake = lite_probe._cache_file()
+    fake.parent.mkdir(parents=True)
+    fake.write_text('{"runs": false, "detail": "test"}')
+    assert fake != cache
+    target = tmp_path / "det.mge"
+    proc = run_mspn("export", "retinanet_res50_coco_3x_800size", "--format", "mge", "--weights", detector_weights,
+                    "-o", target, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert_clean_error(proc, code=2)
+    assert "--no-verify" in proc.stderr and not target.exists()
+    proc = run_mspn("export", "retinanet_res50_coco_3x_800size", "--format", "mge", "--weights", detector_weights,
+                    "-o", target, "--no-verify", env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr
+    assert target.stat().st_size > 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import assert_clean_error, run_mspn
+from tests.conftest import assert_clean_error, requires_lite, run_mspn
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -200,6 +200,7 @@ def test_padding_needs_the_traced_parameters():
                           input_shape=example.shape, dynamic_axes={})
 
 
+@requires_lite
 def test_mge_export_runs_in_megengine_lite_at_other_batch_sizes(tmp_path):
     from mspn_cli.runtime.lite_backend import load_lite_network
 

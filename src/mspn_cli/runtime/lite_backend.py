@@ -41,7 +41,11 @@ def lite_available(device: str = "cpu") -> bool:
     if not str(device or "cpu").lower().startswith("cpu"):
         return False
     import_megengine()  # megenginelite loads MegEngine's shared library; import it quietly first
-    return optional_import("megenginelite") is not None
+    if optional_import("megenginelite") is None:
+        return False
+    from mspn_cli.runtime.lite_probe import lite_runs_here
+
+    return lite_runs_here()
 
 
 class LiteNetworkRunner:

@@ -1,0 +1,112 @@
+"""Does MegEngine Lite run on this CPU? Asked once, in a child process, and remembered.
+
+MegEngine Lite 1.13's JIT fails on some CPUs ("bad err=45 in Xbyak::Error", seen on
+AMD EPYC Zen 4) and the process then hangs or aborts inside `forward`. That cannot be
+caught in-process, so a child runs a tiny graph; its verdict is cached per CPU model and
+MegEngine version in the per-user cache, so the probe costs a few seconds once.
+
+Run as `python -m mspn_cli.runtime.lite_probe` it is that child: it prints "ok" and
+exits 0 when a Lite forward works.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_S = 60  # a hang guard for the child only: a working probe takes a few seconds
+OK_LINE = "lite-probe-ok"
+
+
+def _cpu_identity() -> str:
+    model, flags = platform.processor(), ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and not model:
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return hashlib.sha256(f"{model}|{flags}".encode()).hexdigest()[:16]
+
+
+def _cache_file() -> Path:
+    try:
+        from importlib.metadata import version
+
+        mge_version = version("megengine")
+    except Exception:  # noqa: BLE001 - no metadata: still cache per CPU
+        mge_version = "unknown"
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mspn-cli"
+    return base / f"lite-probe-{mge_version}-{_cpu_identity()}.json"
+
+
+@functools.lru_cache(maxsize=None)
+def lite_runs_here() -> bool:
+    """True when a MegEngine Lite forward works on this machine (probed once, cached)."""
+    cache = _cache_file()
+    try:
+        return bool(json.loads(cache.read_text())["runs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        proc = subprocess.run([sys.executable, "-m", "mspn_cli.runtime.lite_probe"], capture_output=True, text=True,
+                              timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        runs = proc.returncode == 0 and OK_LINE in proc.stdout and "Xbyak" not in proc.stderr
+        detail = "" if runs else (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[0][:200]
+    except subprocess.TimeoutExpired:
+        runs, detail = False, "a Lite forward did not return"
+    if not runs:
+        log.warning("MegEngine Lite does not run on this CPU (%s); the mge-lite backend is not offered", detail)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        from mspn_cli.io.writers import write_bytes_atomic
+
+        write_bytes_atomic(cache, json.dumps({"runs": runs, "detail": detail}).encode(), overwrite=True)
+    except Exception:  # noqa: BLE001 - an unwritable cache only means probing again next time
+        pass
+    return runs
+
+
+def _probe() -> int:
+    import numpy as np
+
+    from mspn_cli._mge import import_megengine
+    from mspn_cli.export.mge import export_mge_bytes
+    from mspn_cli.runtime.lite_backend import load_lite_network
+
+    mge = import_megengine()
+
+    class Tiny(mge.module.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = mge.module.Conv2d(3, 8, 3, padding=1)
+            self.bn = mge.module.BatchNorm2d(8)
+
+        def forward(self, x):
+            return mge.functional.relu(self.bn(self.conv(x)))
+
+    model = Tiny()
+    model.eval()
+    graph = export_mge_bytes(model, np.zeros((1, 3, 16, 16), np.float32))
+    runner = load_lite_network(graph.data, threads=1)
+    out = runner.run(np.ones((2, 3, 16, 16), np.float32))[0]
+    if out.shape != (2, 8, 16, 16) or not np.isfinite(out).all():
+        return 1
+    print(OK_LINE, flush=True)
+    os._exit(0)  # skip MegEngine's own finalisers: the verdict is given
+
+
+if __name__ == "__main__":
+    sys.exit(_probe())
