@@ -164,3 +164,21 @@ def test_detect_with_every_input_failing_writes_nothing(work, blind_detector_wei
                     env=work["home"], timeout=600)
     assert_clean_error(proc, 3)
     assert not out.exists() and not vis.exists()
+
+
+# ----------------------------------------------------------------------------- messages that are true
+
+
+def test_failed_detector_download_names_the_detector_option(work):
+    # The test session points every proxy at a refusing port: the download fails at once.
+    proc = run_mspn("detect", work["image"], "-o", work["dir"] / "dets.json", "--backend", "megengine", env=work["home"])
+    assert_clean_error(proc, 4)
+    assert "--detector-weights PATH" in proc.stderr
+    assert "--weights PATH" not in proc.stderr.replace("--detector-weights PATH", "")
+
+
+def test_visualize_help_shows_its_defaults_plainly():
+    proc = run_mspn("visualize", "--help", check=True)
+    assert "\\[" not in proc.stdout
+    assert "Default: ./<image stem>_vis.jpg" in " ".join(proc.stdout.split())
+    assert "heatmap peak / 255, 0 to 1" in " ".join(proc.stdout.split())  # --kpt-thr's documented scale
