@@ -403,14 +403,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         det_size = ",".join(str(v) for v in profile.det_size) if args.smoke else None
         result["long_run"] = long_run(Path(args.data), long_run_images, Path(args.cache_dir), det_size, args.smoke)
     if not args.no_cli:
-        from cli_speed import cli_benchmark
-
         console.print("[bold]the real command[/bold]: start-up and cost per person of `mspn keypoints` against the bare network ...")
-        result["cli"] = cli_benchmark(
-            Path(args.cache_dir), args.smoke, repeats=1 if args.smoke else profile.repeats, persons=1 if args.smoke else 8,
-            images_n=2 if args.smoke else 4, cold=not (args.smoke or args.no_cold), sgemm_gflops=result["sgemm"]["gflops"],
-            console=console,
-        )
+        from cli_speed import run_in_child
+
+        result["cli"] = run_in_child(Path(args.cache_dir), args.smoke, args.no_cold, 1 if args.smoke else profile.repeats,
+                                     result["sgemm"]["gflops"])
     result["total_seconds"] = time.perf_counter() - started
     print_tables(result, console)
     if result.get("long_run"):

@@ -47,6 +47,21 @@ MSPN = Path(sys.executable).with_name("mspn")
 TARGETS = {"help_s": 0.3, "warm_boxes_s": 1.5, "warm_detector_s": 2.5, "cold_s": 30.0, "per_person_ratio": 0.85}
 
 
+def random_weights(folder: Path) -> Dict[str, Path]:
+    """long_run's seeded random weights, written by a child process if missing.
+
+    This process must not load MegEngine: with it loaded (its thread pool, glibc settings),
+    the bare onnxruntime session here used ~30% more CPU per forward than the same session in
+    the CLI, which never loads MegEngine on the warm path.
+    """
+    paths = {"mspn": folder / "random_mspn_4stage.pkl", "detector": folder / "random_retinanet_res50_coco_3x_800size.pkl"}
+    if not all(path.is_file() for path in paths.values()):
+        code = f"import sys; sys.path[:0] = [{str(REPO / 'src')!r}, {str(Path(__file__).parent)!r}]; " \
+               f"from long_run import write_random_weights; write_random_weights(__import__('pathlib').Path({str(folder)!r}))"
+        subprocess.run([sys.executable, "-c", code], check=True)
+    return paths
+
+
 def run_cli(args: Sequence[str], home: Path) -> Dict[str, float]:
     """Run `mspn ARGS`; wall seconds and the child's CPU seconds (user + sys)."""
     env = dict(os.environ, MSPN_HOME=str(home), NO_COLOR="1")
@@ -174,9 +189,7 @@ def onnx_conv_gflop(path: Path, input_shape: Sequence[int]) -> float:
 
 def cli_benchmark(cache_dir: Path, smoke: bool, repeats: int, persons: int, images_n: int, cold: bool,
                   sgemm_gflops: Optional[float], console) -> Dict[str, Any]:
-    from long_run import write_random_weights
-
-    weights = write_random_weights(cache_dir / "bench-weights")
+    weights = random_weights(cache_dir / "bench-weights")
     coco = sorted(SAMPLE_DIR.glob("*.jpg"))[: max(images_n, 1)]
     image = coco[0]
     det_size = (128, 160) if smoke else None
@@ -298,6 +311,20 @@ def _report_per_person(row: Dict[str, Any], console) -> None:
     console.print(text)
 
 
+def run_in_child(cache_dir: Path, smoke: bool, no_cold: bool, repeats: int, sgemm_gflops: float) -> Optional[Dict[str, Any]]:
+    """This benchmark in a child process (bench.py's own process has loaded MegEngine, and the
+    bare session must run, as the CLI's does, in one that has not). Its lines go to our stdout."""
+    with tempfile.TemporaryDirectory(prefix="mspn-bench-cli-") as folder:
+        out = Path(folder) / "cli.json"
+        command = [sys.executable, __file__, "--cache-dir", str(cache_dir), "--out", str(out),
+                   "--sgemm", str(sgemm_gflops), "--repeats", str(repeats)]
+        command += ["--smoke"] if smoke else []
+        command += ["--no-cold"] if no_cold else []
+        if subprocess.run(command).returncode != 0 or not out.is_file():
+            return None
+        return json.loads(out.read_text())
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="one repeat, 1 person on 2 images, no cold start")
@@ -307,12 +334,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--images", type=int, help="images for the per-person figure (default 4, smoke 2)")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold start (it exports both graphs)")
     parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="MSPN_HOME for the random weights and warm graphs")
+    parser.add_argument("--sgemm", type=float, help="the sgemm ceiling in GFLOP/s, if already measured (bench.py passes its own)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO / "src"))
     console = report_console()
     from ceiling import sgemm_ceiling
 
-    sgemm = sgemm_ceiling(2048)["gflops"]
+    sgemm = args.sgemm or sgemm_ceiling(2048)["gflops"]
     smoke = bool(args.smoke)
     result = cli_benchmark(
         Path(args.cache_dir), smoke, repeats=args.repeats or (1 if smoke else 3), persons=args.persons or (1 if smoke else 8),
