@@ -176,7 +176,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
-        return _build(annotation, value, where)
+        return build_section(annotation, value, where)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -205,7 +205,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
-def _build(cls: Type[T], data: Dict[str, Any], where: str) -> T:
+def build_section(cls: Type[T], data: Dict[str, Any], where: str) -> T:
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
     unknown = sorted(set(data) - set(fields))
@@ -220,7 +220,7 @@ def _build(cls: Type[T], data: Dict[str, Any], where: str) -> T:
     return cls(**kwargs)
 
 
-def _read_toml(path: Union[str, Path]) -> Dict[str, Any]:
+def read_toml(path: Union[str, Path]) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -241,7 +241,7 @@ def detector_size_ok(short_side: int, max_side: int) -> bool:
 def load_pose_config(path: Optional[Union[str, Path]] = None) -> PoseConfig:
     """Load an MSPN config; the packaged default when `path` is None."""
     path = Path(path) if path else DEFAULT_POSE_CONFIG
-    config = _build(PoseConfig, _read_toml(path), "")
+    config = build_section(PoseConfig, read_toml(path), "")
     _check_pose(config, path)
     return dataclasses.replace(config, source=str(path))
 
@@ -249,7 +249,7 @@ def load_pose_config(path: Optional[Union[str, Path]] = None) -> PoseConfig:
 def load_detector_config(path: Optional[Union[str, Path]] = None) -> DetectorConfig:
     """Load a RetinaNet config; the packaged default when `path` is None."""
     path = Path(path) if path else DEFAULT_DETECTOR_CONFIG
-    config = _build(DetectorConfig, _read_toml(path), "")
+    config = build_section(DetectorConfig, read_toml(path), "")
     pre = config.preprocess
     if not detector_size_ok(pre.short_side, pre.max_side):
         raise ConfigError(f"{path}: need 32 <= short_side <= max_side <= 4096")
@@ -260,7 +260,7 @@ def load_detector_config(path: Optional[Union[str, Path]] = None) -> DetectorCon
 def load_eval_config(path: Optional[Union[str, Path]] = None) -> EvalConfig:
     """Load the COCO evaluation config; the packaged default when `path` is None."""
     path = Path(path) if path else DEFAULT_EVAL_CONFIG
-    config = _build(EvalConfig, _read_toml(path), "")
+    config = build_section(EvalConfig, read_toml(path), "")
     check_eval_config(config, path)
     return dataclasses.replace(config, source=str(path))
 
@@ -268,7 +268,7 @@ def load_eval_config(path: Optional[Union[str, Path]] = None) -> EvalConfig:
 def load_scale_out_config(path: Optional[Union[str, Path]] = None) -> ScaleOutConfig:
     """Load the scale-out config; the packaged default when `path` is None."""
     path = Path(path) if path else DEFAULT_SCALE_OUT_CONFIG
-    config = _build(ScaleOutConfig, _read_toml(path), "")
+    config = build_section(ScaleOutConfig, read_toml(path), "")
     ray = config.ray
     if ray.images_per_block < 1 or ray.actor_cpus <= 0 or ray.local_cpus < 0:
         raise ConfigError(f"{path}: need ray.images_per_block >= 1, ray.actor_cpus > 0 and ray.local_cpus >= 0")

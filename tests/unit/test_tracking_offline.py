@@ -230,9 +230,9 @@ def test_config_loads_and_checks_every_range(tmp_path):
         "track_buffer = 30": ("track_buffer = -1", "tracking.track_buffer must be in"),
         "min_cutoff = 1.0": ("min_cutoff = 0.0", "smoothing.oneeuro.min_cutoff must be in"),
         "window = 9": ("window = 8", "smoothing.savgol.window must be odd"),
-        "position_noise = 0.05": ("position_noise = \"x\"", "tracking.kalman.position_noise must be a number"),
+        "position_noise = 0.05": ("position_noise = \"x\"", "tracking.kalman.position_noise: expected a number"),
         "low_score = 0.1": ("low_score = 0.9", "tracking.low_score .* must not exceed"),
-        "order = 2": ("order = 2\nextra = 1", "unknown key.*smoothing.savgol.extra"),
+        "order = 2": ("order = 2\nextra = 1", "smoothing.savgol: unknown key.*extra"),
     }
     for original, (replacement, message) in cases.items():
         assert original in text, original
@@ -241,7 +241,7 @@ def test_config_loads_and_checks_every_range(tmp_path):
         with pytest.raises(ConfigError, match=message):
             load_tracking_config(path)
     path.write_text(text.replace("d_cutoff = 1.0", "", 1))
-    with pytest.raises(ConfigError, match="missing key smoothing.oneeuro.d_cutoff"):
+    with pytest.raises(ConfigError, match="smoothing.oneeuro: missing key 'd_cutoff'"):
         load_tracking_config(path)
 
 

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Type, TypeVar, Union
 
+from mspn_cli.config import build_section, read_toml
 from mspn_cli.errors import ConfigError
-
-if sys.version_info >= (3, 11):  # pragma: no cover
-    import tomllib
-else:
-    import tomli as tomllib
 
 DEFAULT_TRACKING_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tracking.toml"
 
@@ -83,9 +78,10 @@ def load_tracking_config(path: Optional[Union[str, Path]] = None) -> TrackingCon
     Raises ConfigError naming the file and the key for a missing, mistyped or out-of-range value.
     """
     path = Path(path) if path else DEFAULT_TRACKING_CONFIG
-    data = _read_toml(path)
+    data = read_toml(path)
     try:
-        config = _build(TrackingConfig, data, "")
+        config = build_section(TrackingConfig, data, "")
+        _check_bounds(config)
         _check_relations(config)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
@@ -105,35 +101,16 @@ def _check_relations(config: TrackingConfig) -> None:
         raise ConfigError(f"smoothing.savgol.order ({savgol.order}) must be below smoothing.savgol.window ({savgol.window})")
 
 
-def _read_toml(path: Path) -> Dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-
-
-def _build(cls: Type[T], data: Any, where: str) -> T:
-    if not isinstance(data, dict):
-        raise ConfigError(f"[{where}] must be a table, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(_key(where, name) for name in unknown)}")
-    values = {}
-    for name, spec in fields.items():
-        key = _key(where, name)
-        if name not in data:
-            raise ConfigError(f"missing key {key}")
-        if name in _SECTIONS:
-            values[name] = _build(_SECTIONS[name], data[name], key)
-        else:
-            values[name] = _checked_number(data[name], spec.metadata, key)
-    return cls(**values)
+def _check_bounds(section: Any, where: str = "") -> None:
+    """Every number against the interval its field declares (nested sections recursively)."""
+    for spec in dataclasses.fields(section):
+        if spec.name == "source":
+            continue
+        value, key = getattr(section, spec.name), _key(where, spec.name)
+        if dataclasses.is_dataclass(value):
+            _check_bounds(value, key)
+        elif spec.metadata:
+            _checked_number(value, spec.metadata, key)
 
 
 def _checked_number(value: Any, bounds: Any, key: str) -> Union[int, float]:
@@ -150,13 +127,3 @@ def _checked_number(value: Any, bounds: Any, key: str) -> Union[int, float]:
 
 def _key(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
-
-
-# Nested tables by field name (the annotations are strings under `from __future__ import annotations`).
-_SECTIONS: Dict[str, type] = {
-    "tracking": TrackingSettings,
-    "kalman": KalmanSettings,
-    "smoothing": SmoothingSettings,
-    "oneeuro": OneEuroSettings,
-    "savgol": SavgolSettings,
-}

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional, Union
 
-from mspn_cli.config import _build, _read_toml
+from mspn_cli.config import build_section, read_toml
 from mspn_cli.errors import ConfigError, UsageError
 
 DEFAULT_VIDEO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "video.toml"
@@ -48,9 +48,9 @@ class VideoConfig:
 def load_video_config(path: Optional[Union[str, Path]] = None) -> VideoConfig:
     """configs/video.toml (or `path`), every value range-checked; ConfigError names the key."""
     path = Path(path) if path else DEFAULT_VIDEO_CONFIG
-    data = _read_toml(path)
+    data = read_toml(path)
     fourcc = data.get("output", {}).pop("fourcc", {}) if isinstance(data.get("output"), dict) else {}
-    config = _build(VideoConfig, data, "")
+    config = build_section(VideoConfig, data, "")
     if not isinstance(fourcc, dict) or not fourcc:
         raise ConfigError(f"{path}: [output.fourcc] must map container extensions to fourcc codes")
     for extension, code in fourcc.items():
