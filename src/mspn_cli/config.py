@@ -157,6 +157,7 @@ class EvalConfig:
 @dataclass(frozen=True)
 class RayEngineConfig:
     images_per_block: int
+    max_blocks: int
     actor_cpus: float
     local_cpus: int
 
@@ -270,8 +271,8 @@ def load_scale_out_config(path: Optional[Union[str, Path]] = None) -> ScaleOutCo
     path = Path(path) if path else DEFAULT_SCALE_OUT_CONFIG
     config = build_section(ScaleOutConfig, read_toml(path), "")
     ray = config.ray
-    if ray.images_per_block < 1 or ray.actor_cpus <= 0 or ray.local_cpus < 0:
-        raise ConfigError(f"{path}: need ray.images_per_block >= 1, ray.actor_cpus > 0 and ray.local_cpus >= 0")
+    if ray.images_per_block < 1 or ray.max_blocks < 1 or ray.actor_cpus <= 0 or ray.local_cpus < 0:
+        raise ConfigError(f"{path}: need ray.images_per_block >= 1, ray.max_blocks >= 1, ray.actor_cpus > 0 and ray.local_cpus >= 0")
     return dataclasses.replace(config, source=str(path))
 
 

@@ -41,15 +41,22 @@ __all__ = ["RayEngine", "PoseActor", "import_ray", "INSTALL_HINT"]
 
 INSTALL_HINT = "--engine ray needs Ray, which is not installed; install it with: pip install 'mspn-cli[ray]'"
 _STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+_QUIET_RAY = {"RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0"}
 
 
 def import_ray():
     """The `ray` module with Ray Data, or a UsageError (exit 2) saying how to install it."""
+    # Ray's tips and INFO lines stay off the user's stderr (the user may set the variable).
+    for name, value in _QUIET_RAY.items():
+        os.environ.setdefault(name, value)
     try:
         import ray
         import ray.data  # noqa: F401 - the extra's `data` part
     except ImportError:
         raise UsageError(INSTALL_HINT) from None
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.ERROR)  # Ray Data's console lines; its log file keeps everything
     return ray
 
 
@@ -85,7 +92,7 @@ class PoseActor:
         from mspn_cli.engines.drawing import annotation_drawer
         from mspn_cli.io.outputs import ImageResultsWriter
 
-        rows = [json.loads(text) for text in batch["row"]]
+        rows = [row for text in batch["group"] for row in json.loads(text)]
         tasks = [ImageTask.from_row(row) for row in rows]
         annotated = {row["index"]: Path(row["annotated"]) for row in rows if row.get("annotated")}
         writer = ImageResultsWriter(None, False, annotated, draw=annotation_drawer(**self.drawing))
@@ -94,7 +101,7 @@ class PoseActor:
             if outcome.error is None:
                 writer.add(outcome)  # draws the annotated image, exactly as the local driver does
             results.append(json.dumps(outcome_to_row(outcome)))
-        return {"row": np.array(results, dtype=object)}
+        return {"rows": np.array(["[" + ", ".join(results) + "]"], dtype=object)}
 
 
 class RayEngine:
@@ -163,15 +170,18 @@ class RayEngine:
         context.enable_progress_bars = False
         context.print_on_execution_start = False
         by_index = {task.index: task for task in tasks}
-        items = [{"row": json.dumps({**task.to_row(), "annotated": _absolute(annotated.get(task.index))})} for task in tasks]
-        per_block = self.config.images_per_block
-        dataset = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / per_block)))
+        # One dataset row = one group of task rows = one block = one actor call, so results (and
+        # checkpoint lines) come back group by group; Ray Data would otherwise bundle small blocks.
+        rows = [json.dumps({**task.to_row(), "annotated": _absolute(annotated.get(task.index))}) for task in tasks]
+        per_group = max(self.config.images_per_block, math.ceil(len(rows) / self.config.max_blocks))
+        groups = [{"group": "[" + ", ".join(rows[start:start + per_group]) + "]"} for start in range(0, len(rows), per_group)]
+        dataset = ray.data.from_items(groups, override_num_blocks=len(groups))
         actor_cpus = float(self.options.actor_cpus or self.config.actor_cpus)
         relative = any(not os.path.isabs(task.path) for task in tasks)
         env = {name: os.environ[name] for name in ("MSPN_HOME", "MSPN_DEBUG") if name in os.environ}
         results = dataset.map_batches(
             PoseActor,
-            batch_size=None,  # one block per call: results (and checkpoint lines) arrive per block
+            batch_size=1,  # one group per call
             compute=ray.data.ActorPoolStrategy(size=self._actor_count(actor_cpus)),
             num_cpus=actor_cpus,
             batch_format="numpy",
@@ -183,10 +193,11 @@ class RayEngine:
             runtime_env={"env_vars": env} if env else None,
         )
         try:
-            for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
-                for text in batch["row"]:
-                    row = json.loads(text)
-                    yield outcome_from_row(row, by_index[row["index"]])
+            # No prefetch: with it, iter_batches holds a finished block back until the next one is ready.
+            for batch in results.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
+                for text in batch["rows"]:
+                    for row in json.loads(text):
+                        yield outcome_from_row(row, by_index[row["index"]])
         except KeyboardInterrupt:
             raise
         except MspnError:

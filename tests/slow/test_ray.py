@@ -1,0 +1,163 @@
+"""`--engine ray`: the same bytes as `--engine local`, and resumable after SIGKILL.
+
+One local Ray cluster for the whole module (2 CPUs, no dashboard), shut down at the
+end; the CLI runs connect to it with `--ray-address auto`. Skipped when Ray is not
+installed (`pip install 'mspn-cli[ray]'`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mspn_cli.engines import EngineOptions
+from mspn_cli.engines.local import LocalEngine
+from mspn_cli.io.outputs import ImageResultsWriter
+from mspn_cli.io.sources import expand_inputs
+from mspn_cli.io.tasks import plan_image_tasks
+from mspn_cli.io.detections import load_detections
+from mspn_cli.settings import RunSettings
+from tests.cli.test_resume import DETS, LATE, _checkpoint, _start, _wait_for_finished_image, fed
+from tests.conftest import COCO_SAMPLE, IMAGES, WEIGHTS_CACHE, run_mspn
+
+ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'mspn-cli[ray]' to test --engine ray")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning",
+             runtime_env={"env_vars": {"MSPN_HOME": str(WEIGHTS_CACHE / "home")}})
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+class StandInPose:
+    """Heatmaps that depend only on each crop's pixels (one peak per joint), so the batching differs
+    between engines but the results must not."""
+
+    def run(self, batch):
+        batch = np.asarray(batch, dtype=np.float32)
+        heatmaps = np.zeros((len(batch), 17, 64, 48), np.float32)
+        for i, crop in enumerate(batch):
+            for joint in range(17):
+                row = int(abs(float(crop[joint % 3, :, joint * 11 % 192].mean())) * 997 + joint * 13) % 64
+                col = int(abs(float(crop[:, joint * 15 % 256].mean())) * 991 + joint * 7) % 48
+                heatmaps[i, joint, row, col] = 255.0 * (0.5 + (row + col) % 7 / 14)
+        return [heatmaps]
+
+
+def _written(engine, tasks, path):
+    writer = ImageResultsWriter(str(path), False, {}, draw=None)
+    outcomes = list(engine.run(tasks, {}))
+    assert len(outcomes) == len(tasks)
+    for outcome in outcomes:
+        if outcome.error is None:
+            from mspn_cli.io.result_rows import outcome_to_row
+
+            outcome.records = outcome_to_row(outcome)["records"]
+            writer.add(outcome)
+    writer.finish()
+    return path.read_bytes(), outcomes
+
+
+def test_ray_engine_gives_the_bytes_of_the_local_engine(ray_cluster, tmp_path):
+    from mspn_cli.engines.ray_engine import RayEngine
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # actors need not import the tests
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ["000000000785.jpg", "000000040083.jpg", "000000196141.jpg", "000000329323.jpg", "000000360137.jpg"]:
+        shutil.copy(COCO_SAMPLE / name, folder / name)
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    tasks = plan_image_tasks(expand_inputs([folder]), load_detections(DETS, require_coco_fields=False))
+    settings = RunSettings(batch_size=3)
+
+    local_bytes, _ = _written(LocalEngine.from_settings(settings, False, pose_backend=StandInPose()), tasks, tmp_path / "local.json")
+    engine = RayEngine(settings, False, {"kpt_thr": 0.3}, EngineOptions("ray", actors=2, actor_cpus=1), pose_backend=StandInPose())
+    try:
+        ray_bytes, outcomes = _written(engine, tasks, tmp_path / "ray.json")
+    finally:
+        engine.close()
+    assert ray_bytes == local_bytes and len(local_bytes) > 100
+    errors = [o.error for o in outcomes if o.error]
+    assert len(errors) == 1 and "broken.jpg" in errors[0]  # a bad image comes back as a row with its error
+    assert ray.is_initialized()  # the engine leaves a cluster it did not start alone
+
+
+def test_cli_engine_ray_with_real_network_matches_local(ray_cluster, mspn_weights, tmp_path):
+    images = [COCO_SAMPLE / "000000000785.jpg", IMAGES / "pilots_three_people_rgba.png"]
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text('[{"image_id": 785, "bbox": [280, 40, 220, 340], "score": 0.9, "category_id": 1},'
+                     ' {"file_name": "pilots_three_people_rgba.png", "bbox": [20, 60, 180, 400], "score": 0.8, "category_id": 1}]')
+    vis_local, vis_ray = tmp_path / "vis_local", tmp_path / "vis_ray"
+    local = run_mspn("keypoints", *images, "--boxes", boxes, "--weights", mspn_weights, "--json", tmp_path / "local.json",
+                     "-o", vis_local)
+    assert local.returncode == 0, local.stderr
+    remote = run_mspn("keypoints", *images, "--boxes", boxes, "--weights", mspn_weights, "--json", tmp_path / "ray.json",
+                      "-o", vis_ray, "--engine", "ray", "--ray-address", "auto", "--actors", "1", "--actor-cpus", "1")
+    assert remote.returncode == 0, remote.stderr
+    assert (tmp_path / "ray.json").read_bytes() == (tmp_path / "local.json").read_bytes()
+    drawn = sorted(p.name for p in vis_ray.iterdir())
+    assert drawn == sorted(p.name for p in vis_local.iterdir()) and len(drawn) == 2
+    for name in drawn:  # the actor draws exactly what the local driver draws
+        assert (vis_ray / name).read_bytes() == (vis_local / name).read_bytes()
+
+
+def _pose_actor_processes():
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(b"ray::MapWorker(MapBatches(PoseActor))"):
+                found.append(entry.name)
+        except OSError:
+            pass
+    return found
+
+
+def _wait_until_no_pose_actor_runs(deadline_s: float = 120) -> None:
+    """Ray ends the actors of a dead driver on its own; wait for that (a condition, not a delay)."""
+    give_up = time.monotonic() + deadline_s
+    while _pose_actor_processes():
+        if time.monotonic() > give_up:
+            pytest.fail(f"Ray did not end the killed driver's actors: {_pose_actor_processes()}")
+        time.sleep(0.1)
+
+
+def test_cli_engine_ray_resumes_after_sigkill(ray_cluster, mspn_weights, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ["000000000785.jpg", "000000040083.jpg", "000000196141.jpg", "000000329323.jpg"]:
+        shutil.copy(COCO_SAMPLE / name, folder / name)
+    pipe = tmp_path / "late" / LATE
+    pipe.parent.mkdir()
+    os.mkfifo(pipe)  # last task, alone in the second block: the first block finishes, the second waits on it
+    common = ["keypoints", folder, pipe, "--boxes", DETS, "--weights", mspn_weights, "--engine", "ray",
+              "--ray-address", "auto", "--actors", "1", "--actor-cpus", "1", "-q"]
+
+    reference = tmp_path / "ref.json"
+    with fed(pipe):
+        proc = run_mspn(*common, "--json", reference, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+
+    out = tmp_path / "out.json"
+    proc = _start([*common, "--json", out])
+    _wait_for_finished_image(proc, _checkpoint(out), deadline_s=300)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert not out.exists() and _checkpoint(out).exists()
+    _wait_until_no_pose_actor_runs()  # else the killed job's actor, still waiting on the pipe, could read it
+
+    with fed(pipe):
+        rerun = run_mspn(*common, "--json", out, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert out.read_bytes() == reference.read_bytes()
+    assert not _checkpoint(out).exists()
