@@ -11,29 +11,25 @@ from mspn_cli.cli import options as opt
 from mspn_cli.cli.app import app
 from mspn_cli.cli.common import BatchReport, guarded, make_progress, report_interrupted
 from mspn_cli.errors import UsageError, interrupt_exit_code
+from mspn_cli.settings import RunSettings
 
 
 @app.command("detect")
 @guarded
+@opt.with_settings("detector", "persons")
 def detect_command(
     inputs: List[str] = typer.Argument(..., help="Images, folders, globs or .txt files listing paths."),
     output: Optional[str] = typer.Option(
         None, "-o", "--output", help="COCO detection results JSON ('-' for stdout, the default). Feeds `keypoints --boxes` and `eval-coco --dets`."
     ),
     jsonl: bool = opt.JSONL,
-    box_thr: Optional[float] = opt.BOX_THR,
-    max_persons: Optional[int] = opt.MAX_PERSONS,
     vis: Optional[Path] = typer.Option(None, "--vis", help="Folder for images with the person boxes drawn (created if its parent exists)."),
-    detector_weights: Optional[str] = opt.DETECTOR_WEIGHTS,
-    detector_config: Optional[Path] = opt.DETECTOR_CONFIG,
-    det_size: Optional[str] = opt.DET_SIZE,
-    device: str = opt.DEVICE,
-    backend: str = opt.BACKEND,
     recursive: bool = opt.RECURSIVE,
     overwrite: bool = opt.OVERWRITE,
     fail_fast: bool = opt.FAIL_FAST,
     allow_truncated: bool = opt.ALLOW_TRUNCATED,
     quiet: bool = opt.QUIET,
+    settings: RunSettings = None,
 ) -> None:
     """Find every person (RetinaNet R50-FPN, COCO) and write COCO detection results."""
     from mspn_cli.detection.detector import PersonDetector
@@ -43,8 +39,6 @@ def detect_command(
     from mspn_cli.io.writers import check_output_path, refuse_output_onto_inputs
     from mspn_cli.io.tasks import ImageOutcome, plan_image_tasks
 
-    settings = opt.run_settings(detector_weights=detector_weights, detector_config=detector_config, det_size=det_size,
-                                device=device, backend=backend, box_thr=box_thr, max_persons=max_persons, quiet=quiet)
     skipped: List[Path] = []
     items = expand_inputs(inputs, recursive=recursive, skipped=skipped)
     if any(is_video(item.path) for item in items):

@@ -23,6 +23,7 @@ from mspn_cli.cli.eval_report import (
     root_verbosity,
 )
 from mspn_cli.config import load_eval_config
+from mspn_cli.settings import RunSettings
 from mspn_cli.errors import EXIT_OK, EXIT_PARTIAL, InputError, OutputExistsError, UsageError, interrupt_exit_code
 from mspn_cli.evaluation.checkpoint import checkpoint_path_for
 
@@ -30,7 +31,6 @@ if TYPE_CHECKING:  # the library (numpy, pycocotools, the networks) is imported 
     from mspn_cli.evaluation.annotations import CocoKeypointAnnotations
     from mspn_cli.evaluation.job import PreparedEval
     from mspn_cli.evaluation.run import EvalRun
-    from mspn_cli.settings import RunSettings
 
 COCO_LAYOUT = load_eval_config().dataset
 
@@ -72,6 +72,7 @@ def _image_files(annotations: CocoKeypointAnnotations) -> List[Path]:
 
 @app.command("eval-coco")
 @guarded
+@opt.with_settings("pose", "detector")
 def eval_coco_command(
     ctx: typer.Context,
     dets: Optional[Path] = typer.Option(
@@ -96,15 +97,6 @@ def eval_coco_command(
         "given, it is only evaluated (no network).",
     ),
     summary: Optional[Path] = opt.SUMMARY,
-    weights: Optional[str] = opt.WEIGHTS,
-    config: Optional[Path] = opt.CONFIG,
-    flip: Optional[bool] = opt.FLIP,
-    batch_size: Optional[int] = opt.BATCH_SIZE,
-    device: str = opt.DEVICE,
-    backend: str = opt.BACKEND,
-    detector_weights: Optional[str] = opt.DETECTOR_WEIGHTS,
-    detector_config: Optional[Path] = opt.DETECTOR_CONFIG,
-    det_size: Optional[str] = opt.DET_SIZE,
     shard: Optional[str] = typer.Option(
         None,
         "--shard",
@@ -122,6 +114,7 @@ def eval_coco_command(
     ),
     overwrite: bool = opt.OVERWRITE,
     quiet: bool = opt.QUIET,
+    settings: RunSettings = None,
 ) -> None:
     """Evaluate MSPN on COCO val2017 keypoints exactly as the official test does.
 
@@ -140,10 +133,6 @@ def eval_coco_command(
     from mspn_cli.io.writers import check_output_path, refuse_output_onto_inputs
 
     verbose = root_verbosity(ctx) > 0
-    settings = opt.run_settings(
-        weights=weights, config=config, detector_weights=detector_weights, detector_config=detector_config,
-        det_size=det_size, device=device, backend=backend, flip=flip, batch_size=batch_size, quiet=quiet,
-    )
     shard_pair = parse_shard(shard) if shard is not None else None
     if shard_pair is not None and workers > 1:
         raise UsageError("--shard and --workers cannot be combined (each worker is one shard)")

@@ -11,6 +11,7 @@ from mspn_cli.cli import options as opt
 from mspn_cli.cli.app import app
 from mspn_cli.cli.common import BatchReport, guarded
 from mspn_cli.errors import UsageError
+from mspn_cli.settings import RunSettings
 
 OUTPUT = typer.Option(
     None, "-o", "--output", help="Annotated output: a file for one input (image, or .mp4/.webm/.mkv/.avi/.mov video), else a folder (created if its parent exists): <stem>_pose.jpg per photo, <stem>_pose.mp4 per video."
@@ -19,25 +20,15 @@ OUTPUT = typer.Option(
 
 @app.command("keypoints")
 @guarded
+@opt.with_settings("pose", "detector", "persons")
 def keypoints_command(
     inputs: List[str] = typer.Argument(..., help="Images, videos, folders (photos and videos mixed), globs, .txt files listing paths, a camera (cam:0) or a stream URL (rtsp://, http(s)://)."),
     boxes: Optional[Path] = opt.BOXES,
     json_out: Optional[str] = opt.JSON_OUT,
     jsonl: bool = opt.JSONL,
     output: Optional[Path] = OUTPUT,
-    box_thr: Optional[float] = opt.BOX_THR,
-    max_persons: Optional[int] = opt.MAX_PERSONS,
     kpt_thr: float = opt.KPT_THR,
     every: int = opt.EVERY,
-    weights: Optional[str] = opt.WEIGHTS,
-    config: Optional[Path] = opt.CONFIG,
-    detector_weights: Optional[str] = opt.DETECTOR_WEIGHTS,
-    detector_config: Optional[Path] = opt.DETECTOR_CONFIG,
-    det_size: Optional[str] = opt.DET_SIZE,
-    flip: Optional[bool] = opt.FLIP,
-    batch_size: Optional[int] = opt.BATCH_SIZE,
-    device: str = opt.DEVICE,
-    backend: str = opt.BACKEND,
     recursive: bool = opt.RECURSIVE,
     overwrite: bool = opt.OVERWRITE,
     fail_fast: bool = opt.FAIL_FAST,
@@ -58,6 +49,7 @@ def keypoints_command(
     radius: Optional[float] = opt.RADIUS,
     thickness: Optional[float] = opt.THICKNESS,
     quiet: bool = opt.QUIET,
+    settings: RunSettings = None,
 ) -> None:
     """Estimate the 17 COCO keypoints of every person.
 
@@ -69,11 +61,6 @@ def keypoints_command(
     from mspn_cli.io.sources import expand_inputs
     from mspn_cli.io.writers import check_output_path, refuse_output_onto_inputs
 
-    settings = opt.run_settings(
-        weights=weights, config=config, detector_weights=detector_weights, detector_config=detector_config,
-        det_size=det_size, device=device, backend=backend, flip=flip, batch_size=batch_size, box_thr=box_thr,
-        max_persons=max_persons, quiet=quiet,
-    )
     scale = _scale_out(resume, shard, engine, ray_address, actors, actor_cpus)
     skipped: List[Path] = []
     items = expand_inputs(inputs, recursive=recursive, skipped=skipped)

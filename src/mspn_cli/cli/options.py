@@ -7,8 +7,10 @@ other than through that object.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import typer
 
@@ -146,6 +148,45 @@ def run_settings(
         backend=backend, flip=flip, batch_size=batch_size, box_thr=box_thr, max_persons=max_persons,
         progress=not quiet,
     )
+
+
+# The options that become RunSettings, by group: a command names the groups it runs and
+# receives one `settings` argument instead of the individual values.
+SETTINGS_OPTIONS = {
+    "pose": (("weights", Optional[str], WEIGHTS), ("config", Optional[Path], CONFIG),
+             ("flip", Optional[bool], FLIP), ("batch_size", Optional[int], BATCH_SIZE)),
+    "detector": (("detector_weights", Optional[str], DETECTOR_WEIGHTS),
+                 ("detector_config", Optional[Path], DETECTOR_CONFIG), ("det_size", Optional[str], DET_SIZE)),
+    "persons": (("box_thr", Optional[float], BOX_THR), ("max_persons", Optional[int], MAX_PERSONS)),
+    "runtime": (("device", str, DEVICE), ("backend", str, BACKEND)),
+}
+
+
+def with_settings(*groups: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command the options of `groups` (plus runtime) and call it with `settings=RunSettings`.
+
+    The command declares `settings` and `quiet`; the options themselves are declared once,
+    above, and appear in `--help` after the command's own.
+    """
+    chosen = [entry for group in (*groups, "runtime") for entry in SETTINGS_OPTIONS[group]]
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name != "settings"]
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+                 for name, kind, default in chosen]
+
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            values = {name: kwargs.pop(name) for name, _, _ in chosen}
+            return command(*args, settings=run_settings(**values, quiet=kwargs.get("quiet", False)), **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in (*own, *added)}
+        del wrapper.__wrapped__  # Typer must read the new signature, not the command's
+        return wrapper
+
+    return decorate
 
 
 def optional_path(value: Optional[Path]) -> Optional[str]:
