@@ -239,42 +239,42 @@ def detector_size_ok(short_side: int, max_side: int) -> bool:
     return 32 <= short_side <= max_side <= 4096
 
 
+def _load(kind: Type[T], path: Optional[Union[str, Path]], default: Path, check) -> T:
+    """Read, build and check one config file (the packaged `default` when `path` is None)."""
+    path = Path(path) if path else default
+    config = build_section(kind, read_toml(path), "")
+    check(config, path)
+    return dataclasses.replace(config, source=str(path))
+
+
 def load_pose_config(path: Optional[Union[str, Path]] = None) -> PoseConfig:
     """Load an MSPN config; the packaged default when `path` is None."""
-    path = Path(path) if path else DEFAULT_POSE_CONFIG
-    config = build_section(PoseConfig, read_toml(path), "")
-    _check_pose(config, path)
-    return dataclasses.replace(config, source=str(path))
+    return _load(PoseConfig, path, DEFAULT_POSE_CONFIG, check_pose_config)
 
 
 def load_detector_config(path: Optional[Union[str, Path]] = None) -> DetectorConfig:
     """Load a RetinaNet config; the packaged default when `path` is None."""
-    path = Path(path) if path else DEFAULT_DETECTOR_CONFIG
-    config = build_section(DetectorConfig, read_toml(path), "")
-    pre = config.preprocess
-    if not detector_size_ok(pre.short_side, pre.max_side):
-        raise ConfigError(f"{path}: need 32 <= short_side <= max_side <= 4096")
-    check_detector_config(config, path)
-    return dataclasses.replace(config, source=str(path))
+    return _load(DetectorConfig, path, DEFAULT_DETECTOR_CONFIG, _check_detector)
 
 
 def load_eval_config(path: Optional[Union[str, Path]] = None) -> EvalConfig:
     """Load the COCO evaluation config; the packaged default when `path` is None."""
-    path = Path(path) if path else DEFAULT_EVAL_CONFIG
-    config = build_section(EvalConfig, read_toml(path), "")
-    check_eval_config(config, path)
-    return dataclasses.replace(config, source=str(path))
+    return _load(EvalConfig, path, DEFAULT_EVAL_CONFIG, check_eval_config)
 
 
 def load_scale_out_config(path: Optional[Union[str, Path]] = None) -> ScaleOutConfig:
     """Load the scale-out config; the packaged default when `path` is None."""
-    path = Path(path) if path else DEFAULT_SCALE_OUT_CONFIG
-    config = build_section(ScaleOutConfig, read_toml(path), "")
+    return _load(ScaleOutConfig, path, DEFAULT_SCALE_OUT_CONFIG, _check_scale_out)
+
+
+def _check_detector(config: DetectorConfig, path: Path) -> None:
+    pre = config.preprocess
+    if not detector_size_ok(pre.short_side, pre.max_side):
+        raise ConfigError(f"{path}: need 32 <= short_side <= max_side <= 4096")
+    check_detector_config(config, path)
+
+
+def _check_scale_out(config: ScaleOutConfig, path: Path) -> None:
     ray = config.ray
     if ray.images_per_block < 1 or ray.max_blocks < 1 or ray.actor_cpus <= 0 or ray.local_cpus < 0:
         raise ConfigError(f"{path}: need ray.images_per_block >= 1, ray.max_blocks >= 1, ray.actor_cpus > 0 and ray.local_cpus >= 0")
-    return dataclasses.replace(config, source=str(path))
-
-
-def _check_pose(config: PoseConfig, path: Path) -> None:
-    check_pose_config(config, path)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Iterable, Sequence
+from typing import Any, Dict, Iterable, Sequence
 
 from mspn_cli.errors import ConfigError
 
@@ -62,6 +62,13 @@ class _Checker:
         if len(values) == 0:
             self.fail(key, "must not be empty", list(values))
 
+    def network_shape(self, name: str, family: str) -> Dict[str, Any]:
+        """What the named network of `family` fixes (keypoints, classes, strides); fails for another name."""
+        shape = NETWORK_SHAPES.get(name)
+        if shape is None or not name.startswith(family):
+            self.fail("model.name", f"must be one of {sorted(k for k in NETWORK_SHAPES if k.startswith(family))}", name)
+        return shape
+
     def equals(self, key: str, value: Any, expected: Any, why: str) -> None:
         if value != expected:
             self.fail(key, f"must be {expected!r} ({why})", value)
@@ -79,9 +86,7 @@ def check_pose_config(config: Any, source: Any) -> None:
     """Every value of a PoseConfig in range, and consistent with the MSPN network."""
     c = _Checker(source)
     model, pre, test, dec = config.model, config.preprocess, config.test, config.decoder
-    shape = NETWORK_SHAPES.get(model.name)
-    if shape is None:
-        c.fail("model.name", f"must be one of {sorted(k for k in NETWORK_SHAPES if k.startswith('mspn'))}", model.name)
+    shape = c.network_shape(model.name, "mspn")
     c.equals("model.num_keypoints", model.num_keypoints, shape["num_keypoints"], f"{model.name} predicts that many")
     stride, multiple = shape["heatmap_stride"], shape["input_multiple"]
     for axis, size in zip(("height", "width"), model.input_size):
@@ -109,9 +114,7 @@ def check_detector_config(config: Any, source: Any) -> None:
     """Every value of a DetectorConfig in range, and consistent with the RetinaNet network."""
     c = _Checker(source)
     model, pre, anchors, post = config.model, config.preprocess, config.anchors, config.postprocess
-    shape = NETWORK_SHAPES.get(model.name)
-    if shape is None:
-        c.fail("model.name", f"must be one of {sorted(k for k in NETWORK_SHAPES if k.startswith('retinanet'))}", model.name)
+    shape = c.network_shape(model.name, "retinanet")
     c.equals("model.num_classes", model.num_classes, shape["num_classes"], f"{model.name} scores that many")
     if not 0 <= model.person_class < model.num_classes:
         c.fail("model.person_class", f"must be a class index in 0..{model.num_classes - 1}", model.person_class)

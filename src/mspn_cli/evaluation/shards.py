@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from mspn_cli.errors import InputError, UsageError
 from mspn_cli.evaluation.annotations import CocoKeypointAnnotations, load_annotations
-from mspn_cli.io.shards import check_complete_shard_set, parse_shard
+from mspn_cli.io.shards import check_complete_shard_set, parse_shard, read_shard_header
 from mspn_cli.evaluation.cocoeval import SHARD_FORMAT
 from mspn_cli.evaluation.selection import DetectionSelection
 from mspn_cli.io.jsonio import is_json_int, read_json_file
@@ -102,14 +102,7 @@ def write_shard(
 def read_shard_file(path: PathLike) -> ShardPart:
     """Load and check one shard file written by `mspn eval-coco --shard K/N`."""
     path = Path(path)
-    data = read_json_file(path, "shard file")
-    if isinstance(data, list):
-        raise InputError(f"{path} is a complete results list, not a shard file (written by eval-coco --shard K/N)")
-    if not isinstance(data, dict) or data.get("format") != SHARD_FORMAT:
-        raise InputError(f"{path} is not a shard file written by `mspn eval-coco --shard K/N`")
-    shard = data.get("shard")
-    if not (isinstance(shard, list) and len(shard) == 2 and all(is_json_int(v) for v in shard) and 0 <= shard[0] < shard[1]):
-        raise InputError(f"shard file {path}: bad 'shard' field {shard!r}")
+    data, shard = read_shard_header(path, SHARD_FORMAT, "mspn eval-coco")
     image_ids = data.get("image_ids")
     results = data.get("results")
     if not isinstance(image_ids, list) or not all(is_json_int(i) for i in image_ids) or not isinstance(results, list):

@@ -19,9 +19,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from mspn_cli.errors import InputError, UsageError
 from mspn_cli.io.checkpoint import JsonlCheckpoint, checkpoint_path_for
-from mspn_cli.io.jsonio import is_json_int, read_json_file
 from mspn_cli.io.result_rows import is_result_row
-from mspn_cli.io.shards import check_complete_shard_set, in_shard
+from mspn_cli.io.shards import check_complete_shard_set, in_shard, read_shard_header
 from mspn_cli.io.tasks import ImageTask
 from mspn_cli.settings import RunSettings
 
@@ -113,12 +112,7 @@ class _KeypointShard:
 
 def _read_keypoint_shard(path: PathLike) -> _KeypointShard:
     path = Path(path)
-    data = read_json_file(path, "shard file")
-    if not isinstance(data, dict) or data.get("format") != KEYPOINTS_SHARD_FORMAT:
-        raise InputError(f"{path} is not a shard file written by `mspn keypoints --shard K/N`")
-    shard = data.get("shard")
-    if not (isinstance(shard, list) and len(shard) == 2 and all(is_json_int(v) for v in shard) and 0 <= shard[0] < shard[1]):
-        raise InputError(f"shard file {path}: bad 'shard' field {shard!r}")
+    data, shard = read_shard_header(path, KEYPOINTS_SHARD_FORMAT, "mspn keypoints")
     rows = data.get("rows")
     if not isinstance(rows, list) or not all(is_result_row(row) for row in rows):
         raise InputError(f"shard file {path}: 'rows' must be a list of result rows")

@@ -36,11 +36,7 @@ def keypoint_records(result, image_id: int, file_name: Optional[str] = None, ext
             "box_score": float(result.box_scores[index]),
             "keypoint_scores": [round(float(v), 5) for v in kp[:, 2]],
         }
-        if file_name is not None:
-            record["file_name"] = file_name
-        if extra:
-            record.update(extra)
-        records.append(record)
+        records.append(_named(record, file_name, extra))
     return records
 
 
@@ -56,9 +52,14 @@ def detection_records(detections: np.ndarray, image_id: int, file_name: Optional
             "bbox": [round(float(v), 2) for v in box],
             "score": round(float(score), 5),
         }
-        if file_name is not None:
-            record["file_name"] = file_name
-        if extra:
-            record.update(extra)
-        records.append(record)
+        records.append(_named(record, file_name, extra))
     return records
+
+
+def _named(record: Dict, file_name: Optional[str], extra: Optional[Dict]) -> Dict:
+    """The record with the image's file name and any extra keys (path, frame_index, ...)."""
+    if file_name is not None:
+        record["file_name"] = file_name
+    if extra:
+        record.update(extra)
+    return record

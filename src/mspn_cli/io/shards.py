@@ -28,6 +28,22 @@ def parse_shard(text: str) -> Tuple[int, int]:
     return index, count
 
 
+def read_shard_header(path, shard_format: str, command: str) -> Tuple[Dict[str, Any], Tuple[int, int]]:
+    """A shard file's JSON object and its (K, N), checked; `command` names what writes that format."""
+    from mspn_cli.io.jsonio import is_json_int, read_json_file
+
+    path = Path(path)
+    data = read_json_file(path, "shard file")
+    if isinstance(data, list):
+        raise InputError(f"{path} is a complete results list, not a shard file (written by `{command} --shard K/N`)")
+    if not isinstance(data, dict) or data.get("format") != shard_format:
+        raise InputError(f"{path} is not a shard file written by `{command} --shard K/N`")
+    shard = data.get("shard")
+    if not (isinstance(shard, list) and len(shard) == 2 and all(is_json_int(v) for v in shard) and 0 <= shard[0] < shard[1]):
+        raise InputError(f"shard file {path}: bad 'shard' field {shard!r}")
+    return data, (shard[0], shard[1])
+
+
 def in_shard(position: int, index: int, count: int) -> bool:
     """Whether the unit of work at `position` (0-based, in the run's order) belongs to shard `index` of `count`."""
     return position % count == index

@@ -8,12 +8,7 @@ from __future__ import annotations
 
 from typing import Dict, List
 
-from mspn_cli._mge import import_megengine
-from mspn_cli.models.resnet import ResNetBody
-
-mge = import_megengine()
-F = mge.functional
-M = mge.module
+from mspn_cli.models.resnet import F, M, ResNetBody
 
 STAGE_WIDTHS = (64, 128, 192, 384)
 STAGE_BLOCKS = (5, 5, 6, 3)

@@ -10,6 +10,7 @@ from typing import List
 
 from mspn_cli._mge import import_megengine
 
+# Bound once here for every network module (mspn.py and retinanet.py import them).
 mge = import_megengine()
 F = mge.functional
 M = mge.module

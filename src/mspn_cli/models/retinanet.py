@@ -16,12 +16,7 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
-from mspn_cli._mge import import_megengine
-from mspn_cli.models.resnet import ResNetBody
-
-mge = import_megengine()
-F = mge.functional
-M = mge.module
+from mspn_cli.models.resnet import F, M, ResNetBody, mge
 
 RESNET50_WIDTHS = (64, 128, 256, 512)
 RESNET50_BLOCKS = (3, 4, 6, 3)
