@@ -32,6 +32,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'mspn
 
 @pytest.fixture(scope="module")
 def ray_cluster():
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # silences a Ray tip about GPUs
     ray.init(num_cpus=2, include_dashboard=False, logging_level="warning",
              runtime_env={"env_vars": {"MSPN_HOME": str(WEIGHTS_CACHE / "home")}})
     try:
