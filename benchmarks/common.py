@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data"
+# The shared data set when it is beside the checkout (more and larger images), else the
+# repository's own test data, so a clone on its own can run every benchmark.
+DEFAULT_DATA = next((d for d in (REPO.parent / "shared" / "data", REPO / "tests" / "data") if (d / "coco_sample").is_dir()),
+                    REPO / "tests" / "data")
 # MSPN_HOME for the benchmarks' random weights and exported graphs, kept out of the user's cache.
 DEFAULT_CACHE_DIR = Path(tempfile.gettempdir()) / "mspn-bench-home"
 
