@@ -111,7 +111,7 @@ class PosePipeline:
                     failed.append(ImageOutcome(task, error=_reason(task, error)))
                     continue
                 given = task.given
-                if given is not None and len(given):
+                if given is not None and len(given) and not task.eval_sample:
                     outside = given.outside(*image.shape[:2])
                     if outside.any():
                         notes[task.index] = (
@@ -130,7 +130,10 @@ class PosePipeline:
             if task.index in notes:
                 outcome.notes.append(notes.pop(task.index))
             if records:
-                outcome.records = result.to_records(task.image_id, task.file_name, extra={"path": task.path})
+                if task.eval_sample:
+                    outcome.records = result.to_records(task.image_id, task.file_name or None)
+                else:
+                    outcome.records = result.to_records(task.image_id, task.file_name, extra={"path": task.path})
             yield outcome
         while failed:
             yield failed.popleft()

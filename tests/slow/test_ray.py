@@ -1,12 +1,14 @@
 """`--engine ray`: the same bytes as `--engine local`, and resumable after SIGKILL.
 
 One local Ray cluster for the whole module (2 CPUs, no dashboard), shut down at the
-end; the CLI runs connect to it with `--ray-address auto`. Skipped when Ray is not
+end; the CLI runs join it with `--ray-address` set to its address, so a killed CLI run
+leaves no cluster of its own behind. Skipped when Ray is not
 installed (`pip install 'mspn-cli[ray]'`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -39,6 +41,33 @@ def ray_cluster():
         yield ray
     finally:
         ray.shutdown()
+
+
+def _address() -> str:
+    """The module cluster's GCS address: what a CLI run passes as --ray-address to join it."""
+    return ray.get_runtime_context().gcs_address
+
+
+# The processes that make up a Ray cluster (not its task workers, which the cluster reuses).
+_CLUSTER_PROGRAMS = (b"gcs_server", b"raylet")
+_CLUSTER_SCRIPTS = (b"dashboard/agent.py", b"runtime_env/agent/main.py", b"log_monitor.py", b"dashboard/dashboard.py")
+_CLUSTER_TITLES = (b"ray::DashboardAgent", b"ray::RuntimeEnvAgent")
+
+
+def _cluster_processes() -> dict:
+    """pid -> command line of every Ray cluster process on this machine."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
+        except OSError:
+            continue
+        if not argv or not argv[0]:
+            continue
+        if (os.path.basename(argv[0]) in _CLUSTER_PROGRAMS or argv[0].startswith(_CLUSTER_TITLES)
+                or any(arg.endswith(_CLUSTER_SCRIPTS) for arg in argv[1:3])):
+            found[entry.name] = b" ".join(argv)[:80].decode(errors="replace")
+    return found
 
 
 class StandInPose:
@@ -104,7 +133,7 @@ def test_cli_engine_ray_with_real_network_matches_local(ray_cluster, mspn_weight
                      "-o", vis_local)
     assert local.returncode == 0, local.stderr
     remote = run_mspn("keypoints", *images, "--boxes", boxes, "--weights", mspn_weights, "--json", tmp_path / "ray.json",
-                      "-o", vis_ray, "--engine", "ray", "--ray-address", "auto", "--actors", "1", "--actor-cpus", "1")
+                      "-o", vis_ray, "--engine", "ray", "--ray-address", _address(), "--actors", "1", "--actor-cpus", "1")
     assert remote.returncode == 0, remote.stderr
     assert (tmp_path / "ray.json").read_bytes() == (tmp_path / "local.json").read_bytes()
     drawn = sorted(p.name for p in vis_ray.iterdir())
@@ -141,8 +170,12 @@ def test_cli_engine_ray_resumes_after_sigkill(ray_cluster, mspn_weights, tmp_pat
     pipe = tmp_path / "late" / LATE
     pipe.parent.mkdir()
     os.mkfifo(pipe)  # last task, alone in the second block: the first block finishes, the second waits on it
+    # The module's cluster, joined by address: a SIGKILLed driver that had started its own
+    # cluster would leave its agents (DashboardAgent, RuntimeEnvAgent) running.
     common = ["keypoints", folder, pipe, "--boxes", DETS, "--weights", mspn_weights, "--engine", "ray",
-              "--ray-address", "auto", "--actors", "1", "--actor-cpus", "1", "-q"]
+              "--ray-address", _address(), "--actors", "1", "--actor-cpus", "1", "-q"]
+    cluster = _cluster_processes()
+    assert cluster  # the markers do find the module's cluster
 
     reference = tmp_path / "ref.json"
     with fed(pipe):
@@ -162,3 +195,24 @@ def test_cli_engine_ray_resumes_after_sigkill(ray_cluster, mspn_weights, tmp_pat
     assert rerun.returncode == 0, rerun.stderr
     assert out.read_bytes() == reference.read_bytes()
     assert not _checkpoint(out).exists()
+    assert _cluster_processes() == cluster  # the killed driver started no cluster processes
+
+
+def test_cli_eval_coco_engine_ray_matches_local(ray_cluster, mspn_weights, tmp_path):
+    keep = {785, 40083, 360137}  # 5 kept boxes on 3 images
+    sample = json.loads((COCO_SAMPLE / "person_keypoints_sample.json").read_text())
+    sample["images"] = [image for image in sample["images"] if image["id"] in keep]
+    sample["annotations"] = [a for a in sample["annotations"] if a["image_id"] in keep]
+    ann = tmp_path / "person_keypoints_three.json"
+    ann.write_text(json.dumps(sample))
+    common = ["eval-coco", "--dets", COCO_SAMPLE / "person_dets_sample.json", "--ann", ann, "--images", COCO_SAMPLE,
+              "--weights", mspn_weights, "--no-flip", "-q"]
+    local = run_mspn(*common, "--results", tmp_path / "local.json", timeout=300)
+    assert local.returncode == 0, local.stderr
+    remote = run_mspn(*common, "--results", tmp_path / "ray.json", "--engine", "ray", "--ray-address", _address(),
+                      "--actors", "1", "--actor-cpus", "1", timeout=300)
+    assert remote.returncode == 0, remote.stderr
+    local_records = json.loads((tmp_path / "local.json").read_text())
+    assert sorted({r["image_id"] for r in local_records}) == sorted(keep) and len(local_records) == 5
+    assert (tmp_path / "ray.json").read_bytes() == (tmp_path / "local.json").read_bytes()
+    assert not (tmp_path / "ray.json.partial.jsonl").exists()  # the checkpoint is gone once the run finished

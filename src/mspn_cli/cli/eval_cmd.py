@@ -29,6 +29,7 @@ from mspn_cli.evaluation.checkpoint import checkpoint_path_for
 
 if TYPE_CHECKING:  # the library (numpy, pycocotools, the networks) is imported only when a command runs
     from mspn_cli.evaluation.annotations import CocoKeypointAnnotations
+    from mspn_cli.engines import EngineOptions
     from mspn_cli.evaluation.job import PreparedEval
     from mspn_cli.evaluation.run import EvalRun
 
@@ -112,6 +113,10 @@ def eval_coco_command(
         help="Continue from RESULTS.partial.jsonl, the per-image checkpoint of an interrupted run with the same "
         "settings; --no-resume starts over.",
     ),
+    engine: str = opt.ENGINE,
+    ray_address: str = opt.RAY_ADDRESS,
+    actors: Optional[int] = opt.ACTORS,
+    actor_cpus: Optional[float] = opt.ACTOR_CPUS,
     overwrite: bool = opt.OVERWRITE,
     quiet: bool = opt.QUIET,
     settings: RunSettings = None,
@@ -123,8 +128,10 @@ def eval_coco_command(
     Examples:
     `mspn eval-coco --coco-root ~/coco --dets COCO_val2017_detections_AP_H_56_person.json --results val.json --summary val_summary.json`;
     `mspn eval-coco --results val.json --ann person_keypoints_val2017.json` (evaluate an existing file);
-    `mspn eval-coco ... --shard 3/8` then `mspn merge-results val.shard-*.json -o val.json --ann ...`.
+    `mspn eval-coco ... --shard 3/8` then `mspn merge-results val.shard-*.json -o val.json --ann ...`;
+    `mspn eval-coco ... --engine ray --ray-address auto` (the images on Ray Data actors, same bytes).
     """
+    from mspn_cli.engines import EngineOptions
     from mspn_cli.evaluation.annotations import load_annotations
     from mspn_cli.evaluation.cocoeval import evaluate_keypoints
     from mspn_cli.evaluation.job import EvalJob, load_selection, prepare_eval
@@ -133,6 +140,13 @@ def eval_coco_command(
     from mspn_cli.io.writers import check_output_path, refuse_output_onto_inputs
 
     verbose = root_verbosity(ctx) > 0
+    engine_options = EngineOptions(engine, ray_address, actors, actor_cpus)
+    if engine_options.name == "ray":
+        if workers > 1:
+            raise UsageError("--workers and --engine ray cannot be combined (Ray's actors are the workers)")
+        from mspn_cli.engines.ray_engine import import_ray
+
+        import_ray()  # without Ray: the install hint now, before any file is read
     shard_pair = parse_shard(shard) if shard is not None else None
     if shard_pair is not None and workers > 1:
         raise UsageError("--shard and --workers cannot be combined (each worker is one shard)")
@@ -179,7 +193,7 @@ def eval_coco_command(
     if not quiet:
         print_detection_counts(selection, job.dets)
     prepared = prepare_eval(job, annotations=annotations, selection=selection)
-    run = _run_with_progress(prepared, results, quiet)
+    run = _run_with_progress(prepared, results, quiet, engine_options)
 
     counts = run_counts(selection, run.images_with_detections, run.detections_used, len(run.image_ids),
                         len(run.records), run.missing_images)
@@ -199,21 +213,31 @@ def eval_coco_command(
            counts=counts, verbose=verbose, quiet=quiet, missing=run.missing_images)
 
 
-def _run_with_progress(prepared: PreparedEval, results: Path, quiet: bool) -> EvalRun:
+def _run_with_progress(prepared: PreparedEval, results: Path, quiet: bool, engine_options: EngineOptions) -> EvalRun:
+    from mspn_cli.engines import open_engine
+
     progress, task = make_progress(None, quiet, "eval-coco")
 
     def on_progress(finished: int, total: int) -> None:
         progress.update(task, completed=finished, total=total)
 
+    engine = None
+    if engine_options.name != "local":
+        # The actors estimate every kept box, as the local evaluation pipeline does (reference §2).
+        run_settings = prepared.job.settings.replace(box_thr=None, max_persons=None)
+        engine = open_engine(engine_options, run_settings, need_detector=False, drawing={"kpt_thr": 0.0})
     try:
         with progress:
-            run = prepared.run(on_progress)
+            run = prepared.run(on_progress, engine=engine)
     except KeyboardInterrupt as exc:
         console_err.print(
             f"[yellow]interrupted[/yellow]: finished images are kept in {checkpoint_path_for(results)}; "
             "run the same command again to continue"
         )
         raise typer.Exit(interrupt_exit_code(exc)) from None
+    finally:
+        if engine is not None:
+            engine.close()
     if run.resumed_images and not quiet:
         console_err.print(f"resumed: {run.resumed_images} image(s) taken from the checkpoint")
     return run

@@ -82,10 +82,11 @@ class PreparedEval:
     settings: Dict[str, Any]  # what a checkpoint or the other shards must agree on
     info: Dict[str, Any]  # descriptive only (paths, batch size, backend)
 
-    def run(self, on_progress: Optional[ProgressCallback] = None) -> EvalRun:
+    def run(self, on_progress: Optional[ProgressCallback] = None, engine: Any = None) -> EvalRun:
+        """`engine`: where the images run (`engines.open_engine`); None: `pipeline`, in this process."""
         return run_keypoint_eval(
             self.pipeline, self.annotations, self.selection, self.job.results, shard=self.job.shard,
-            settings=self.settings, info=self.info, resume=self.job.resume, on_progress=on_progress,
+            settings=self.settings, info=self.info, resume=self.job.resume, on_progress=on_progress, engine=engine,
         )
 
 

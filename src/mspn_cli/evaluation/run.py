@@ -71,8 +71,13 @@ def run_keypoint_eval(
     info: Optional[Dict[str, Any]] = None,
     resume: bool = True,
     on_progress: Optional[ProgressCallback] = None,
+    engine: Any = None,
 ) -> EvalRun:
     """Run `pipeline` (a `PosePipeline`) over the images' kept boxes and write RESULTS.json.
+
+    With `engine` (an `engines.Engine`, e.g. Ray actors), the images go out as task rows
+    (path, image id, kept boxes) and their records come back in any order; `pipeline`
+    then only supplies the settings. The file is the same bytes either way.
 
     Images go in sorted-id order (`image_ids`, default all annotated images, or those
     of `shard`). With `resume`, images already in a checkpoint with the same `settings`
@@ -116,13 +121,25 @@ def run_keypoint_eval(
                 continue
             yield PipelineItem(image_id, image, selection.detections[image_id])
 
+    def finished() -> Iterator[Tuple[int, List[Dict[str, Any]]]]:
+        if engine is None:
+            for image_id, result in pipeline.run(items()):
+                yield image_id, result.to_records(image_id, annotations.file_names.get(image_id))
+            return
+        tasks = [_eval_task(index, image_id, annotations, selection) for index, image_id in enumerate(todo)]
+        for outcome in engine.run(tasks, {}):
+            if outcome.error is not None:
+                missing.append((outcome.task.image_id, outcome.error))
+                continue
+            yield outcome.task.image_id, outcome.records
+
     processed = 0
     checkpoint.open()
     try:
         if on_progress:
             on_progress(resumed, len(with_detections))
-        for image_id, result in pipeline.run(items()):
-            records = jsonable_roundtrip(result.to_records(image_id, annotations.file_names.get(image_id)))
+        for image_id, image_records in finished():
+            records = jsonable_roundtrip(image_records)
             checkpoint.append(image_id, records)
             done[image_id] = records
             processed += 1
@@ -151,6 +168,15 @@ def run_keypoint_eval(
         shard=shard,
         checkpoint_kept=keep_checkpoint,
     )
+
+
+def _eval_task(index: int, image_id: int, annotations: CocoKeypointAnnotations, selection: DetectionSelection):
+    """The task row of one evaluation image: its path, id and kept boxes (exact float32 values)."""
+    from mspn_cli.io.tasks import ImageTask
+
+    kept = selection.detections[image_id].as_array()
+    return ImageTask(index, str(annotations.image_path(image_id)), int(image_id), annotations.file_names.get(image_id) or "",
+                     boxes=tuple(tuple(float(v) for v in row) for row in kept), eval_sample=True)
 
 
 def write_results(path: PathLike, records: List[Dict[str, Any]]) -> None:
