@@ -34,6 +34,7 @@ _COMMAND_MODULES = (
     "mspn_cli.cli.detect_cmd",
     "mspn_cli.cli.visualize_cmd",
     "mspn_cli.cli.eval_cmd",
+    "mspn_cli.cli.merge_cmd",
     "mspn_cli.cli.weights_cmd",
     "mspn_cli.cli.export_cmd",
     "mspn_cli.cli.doctor_cmd",

@@ -74,7 +74,6 @@ import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import List, Optional, Tuple  # noqa: E402
 
-from mspn_cli.cli.options import parse_det_size  # noqa: E402,F401 - re-exported for commands
 from mspn_cli.errors import EXIT_OK, EXIT_PARTIAL, InputError  # noqa: E402
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
 
@@ -13,6 +13,9 @@ from mspn_cli.cli.app import app
 from mspn_cli.cli.common import console_err, guarded, warn
 from mspn_cli.io.jsonio import read_json_file
 from mspn_cli.errors import InputError, OutputError
+
+if TYPE_CHECKING:  # numpy is imported only when the command runs
+    import numpy as np
 
 JPEG_QUALITY = 95
 
@@ -89,34 +92,11 @@ def _resolve_output(image: Path, output: Optional[Path]) -> Path:
     return output
 
 
-def read_image_bgr(path: Path, allow_truncated: bool = False) -> np.ndarray:
-    """Decode an image file into 8-bit BGR, or raise InputError with one clear line."""
-    import cv2
-    import numpy as np
+def read_image_bgr(path: Path, allow_truncated: bool = False) -> "np.ndarray":
+    """The image as `mspn keypoints` decoded it (the package's one reader), so keypoints land on its pixels."""
+    from mspn_cli.io.sources import read_image
 
-    from mspn_cli.io.image_checks import quiet_imdecode, truncation_of
-    from mspn_cli.visualize import to_bgr8
-
-    if not path.exists():
-        raise InputError(f"image not found: {path}")
-    if path.is_dir():
-        raise InputError(f"{path} is a folder, expected an image file")
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)  # unlike cv2.imread, works for any path encoding
-    except OSError as exc:
-        raise InputError(f"cannot read image {path}: {exc.strerror or exc}") from None
-    # ANYCOLOR|ANYDEPTH keeps gray and 16-bit data for to_bgr8 to convert, and unlike
-    # IMREAD_UNCHANGED it applies the EXIF orientation, as cv2.imread's default does, so
-    # keypoints computed on the upright image land on the right pixels.
-    truncated = truncation_of(data.tobytes()) if data.size else None
-    if truncated and not allow_truncated:
-        raise InputError(f"{path}: {truncated}; pass --allow-truncated to use what it holds")
-    # The decoders' own stderr lines (libpng, OpenCV) are captured; a header claiming more
-    # pixels than OPENCV_IO_MAX_IMAGE_PIXELS decodes to None.
-    decoded = quiet_imdecode(data, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)[0] if data.size else None
-    if decoded is None:
-        raise InputError(f"cannot decode image {path} (not an image, or corrupt)")
-    return to_bgr8(decoded)
+    return read_image(path, allow_truncated=allow_truncated)
 
 
 def load_results(path: Path) -> List[Any]:
@@ -151,7 +131,7 @@ def select_records(records: List[Any], image: Path, image_id: Optional[int]) -> 
     return []
 
 
-def write_image_atomic(path: Path, image: np.ndarray, overwrite: bool) -> None:
+def write_image_atomic(path: Path, image: "np.ndarray", overwrite: bool) -> None:
     """Encode, write a temporary file beside `path`, then move it into place in one step.
 
     A reader never sees a half-written image, and an interrupted run leaves the old file.

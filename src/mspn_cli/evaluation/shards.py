@@ -15,7 +15,7 @@ from mspn_cli.evaluation.annotations import CocoKeypointAnnotations, load_annota
 from mspn_cli.io.shards import check_complete_shard_set, parse_shard, read_shard_header
 from mspn_cli.evaluation.cocoeval import SHARD_FORMAT
 from mspn_cli.evaluation.selection import DetectionSelection
-from mspn_cli.io.jsonio import is_json_int, read_json_file
+from mspn_cli.io.jsonio import is_json_int
 
 PathLike = Union[str, Path]
 
