@@ -74,6 +74,7 @@ def _image_files(annotations: CocoKeypointAnnotations) -> List[Path]:
 @app.command("eval-coco")
 @guarded
 @opt.with_settings("pose", "detector")
+@opt.with_engine_options
 def eval_coco_command(
     ctx: typer.Context,
     dets: Optional[Path] = typer.Option(
@@ -113,13 +114,10 @@ def eval_coco_command(
         help="Continue from RESULTS.partial.jsonl, the per-image checkpoint of an interrupted run with the same "
         "settings; --no-resume starts over.",
     ),
-    engine: str = opt.ENGINE,
-    ray_address: str = opt.RAY_ADDRESS,
-    actors: Optional[int] = opt.ACTORS,
-    actor_cpus: Optional[float] = opt.ACTOR_CPUS,
     overwrite: bool = opt.OVERWRITE,
     quiet: bool = opt.QUIET,
     settings: RunSettings = None,
+    engine_options: "EngineOptions" = None,
 ) -> None:
     """Evaluate MSPN on COCO val2017 keypoints exactly as the official test does.
 
@@ -131,7 +129,6 @@ def eval_coco_command(
     `mspn eval-coco ... --shard 3/8` then `mspn merge-results val.shard-*.json -o val.json --ann ...`;
     `mspn eval-coco ... --engine ray --ray-address auto` (the images on Ray Data actors, same bytes).
     """
-    from mspn_cli.engines import EngineOptions
     from mspn_cli.evaluation.annotations import load_annotations
     from mspn_cli.evaluation.cocoeval import evaluate_keypoints
     from mspn_cli.evaluation.job import EvalJob, load_selection, prepare_eval
@@ -140,7 +137,6 @@ def eval_coco_command(
     from mspn_cli.io.writers import check_output_path, refuse_output_onto_inputs
 
     verbose = root_verbosity(ctx) > 0
-    engine_options = EngineOptions(engine, ray_address, actors, actor_cpus)
     if engine_options.name == "ray":
         if workers > 1:
             raise UsageError("--workers and --engine ray cannot be combined (Ray's actors are the workers)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
@@ -13,6 +13,9 @@ from mspn_cli.cli.common import BatchReport, guarded
 from mspn_cli.errors import UsageError
 from mspn_cli.settings import RunSettings
 
+if TYPE_CHECKING:
+    from mspn_cli.engines import EngineOptions
+
 OUTPUT = typer.Option(
     None, "-o", "--output", help="Annotated output: a file for one input (image, or .mp4/.webm/.mkv/.avi/.mov video), else a folder (created if its parent exists): <stem>_pose.jpg per photo, <stem>_pose.mp4 per video."
 )
@@ -21,6 +24,7 @@ OUTPUT = typer.Option(
 @app.command("keypoints")
 @guarded
 @opt.with_settings("pose", "detector", "persons")
+@opt.with_engine_options
 def keypoints_command(
     inputs: List[str] = typer.Argument(..., help="Images, videos, folders (photos and videos mixed), globs, .txt files listing paths, a camera (cam:0) or a stream URL (rtsp://, http(s)://)."),
     boxes: Optional[Path] = opt.BOXES,
@@ -34,10 +38,6 @@ def keypoints_command(
     fail_fast: bool = opt.FAIL_FAST,
     resume: bool = opt.RESUME,
     shard: Optional[str] = opt.SHARD,
-    engine: str = opt.ENGINE,
-    ray_address: str = opt.RAY_ADDRESS,
-    actors: Optional[int] = opt.ACTORS,
-    actor_cpus: Optional[float] = opt.ACTOR_CPUS,
     allow_truncated: bool = opt.ALLOW_TRUNCATED,
     track: bool = opt.TRACK,
     track_buffer: Optional[int] = opt.TRACK_BUFFER,
@@ -50,6 +50,7 @@ def keypoints_command(
     thickness: Optional[float] = opt.THICKNESS,
     quiet: bool = opt.QUIET,
     settings: RunSettings = None,
+    engine_options: "EngineOptions" = None,
 ) -> None:
     """Estimate the 17 COCO keypoints of every person.
 
@@ -61,7 +62,7 @@ def keypoints_command(
     from mspn_cli.io.sources import expand_inputs
     from mspn_cli.io.writers import check_output_path, refuse_output_onto_inputs
 
-    scale = _scale_out(resume, shard, engine, ray_address, actors, actor_cpus)
+    scale = _scale_out(resume, shard, engine_options)
     skipped: List[Path] = []
     items = expand_inputs(inputs, recursive=recursive, skipped=skipped)
     videos = [item for item in items if item.is_video and item.error is None]
@@ -100,13 +101,11 @@ def keypoints_command(
                 scale, dict(radius=radius, thickness=thickness))
 
 
-def _scale_out(resume, shard, engine, ray_address, actors, actor_cpus):
+def _scale_out(resume, shard, engine_options):
     from mspn_cli.cli.keypoints_scale import ScaleOut
-    from mspn_cli.engines import EngineOptions
     from mspn_cli.io.shards import parse_shard
 
-    return ScaleOut(resume=resume, shard=parse_shard(shard) if shard is not None else None,
-                    engine=EngineOptions(engine, ray_address, actors, actor_cpus))
+    return ScaleOut(resume=resume, shard=parse_shard(shard) if shard is not None else None, engine=engine_options)
 
 
 def _unfinished_result(json_out) -> bool:

@@ -162,24 +162,33 @@ SETTINGS_OPTIONS = {
 }
 
 
-def with_settings(*groups: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Give a command the options of `groups` (plus runtime) and call it with `settings=RunSettings`.
+ENGINE_OPTIONS = (("engine", str, ENGINE), ("ray_address", str, RAY_ADDRESS),
+                  ("actors", Optional[int], ACTORS), ("actor_cpus", Optional[float], ACTOR_CPUS))
 
-    The command declares `settings` and `quiet`; the options themselves are declared once,
-    above, and appear in `--help` after the command's own.
-    """
-    chosen = [entry for group in (*groups, "runtime") for entry in SETTINGS_OPTIONS[group]]
+
+def _resolved(parameter: inspect.Parameter, command: Callable[..., Any]) -> inspect.Parameter:
+    """The parameter with its string annotation evaluated in the command's module (kept as text if it cannot be)."""
+    if not isinstance(parameter.annotation, str):
+        return parameter
+    try:
+        return parameter.replace(annotation=eval(parameter.annotation, getattr(command, "__globals__", {})))  # noqa: S307
+    except NameError:  # a type imported only for checkers: the layer that fills this parameter removes it
+        return parameter
+
+
+def _inject(entries, target: str, build: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add the options `entries` to a command's signature and call it with `target=build(values)`."""
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
-        signature = inspect.signature(command, eval_str=True)
-        own = [p for p in signature.parameters.values() if p.name != "settings"]
+        signature = inspect.signature(command)
+        own = [_resolved(p, command) for p in signature.parameters.values() if p.name != target]
         added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
-                 for name, kind, default in chosen]
+                 for name, kind, default in entries]
 
         @functools.wraps(command)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            values = {name: kwargs.pop(name) for name, _, _ in chosen}
-            return command(*args, settings=run_settings(**values, quiet=kwargs.get("quiet", False)), **kwargs)
+            values = {name: kwargs.pop(name) for name, _, _ in entries}
+            return command(*args, **{target: build(values, kwargs)}, **kwargs)
 
         wrapper.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
         wrapper.__annotations__ = {p.name: p.annotation for p in (*own, *added)}
@@ -187,6 +196,27 @@ def with_settings(*groups: str) -> Callable[[Callable[..., Any]], Callable[..., 
         return wrapper
 
     return decorate
+
+
+def with_settings(*groups: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command the options of `groups` (plus runtime) and call it with `settings=RunSettings`.
+
+    The command declares `settings` and `quiet`; the options themselves are declared once,
+    above, and appear in `--help` after the command's own.
+    """
+    chosen = [entry for group in (*groups, "runtime") for entry in SETTINGS_OPTIONS[group]]
+    return _inject(chosen, "settings", lambda values, others: run_settings(**values, quiet=others.get("quiet", False)))
+
+
+def with_engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command --engine, --ray-address, --actors, --actor-cpus as one `engine_options` argument."""
+
+    def build(values, _others):
+        from mspn_cli.engines import EngineOptions
+
+        return EngineOptions(values["engine"], values["ray_address"], values["actors"], values["actor_cpus"])
+
+    return _inject(ENGINE_OPTIONS, "engine_options", build)(command)
 
 
 def optional_path(value: Optional[Path]) -> Optional[str]:
