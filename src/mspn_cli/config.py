@@ -1,26 +1,38 @@
-"""Typed settings for both networks, loaded from TOML files in `configs/`."""
+"""Typed schema of every file in `configs/`, and its loader.
+
+Each `load_*_config` reads one TOML file (the packaged default when no path is given),
+builds the dataclasses below from it and checks every value (`config_checks`): a bad
+file fails with ConfigError (exit 5) before any network exists.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Type, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Callable, Dict, Optional, Tuple, Type, TypeVar, Union
 
-from mspn_cli.config_checks import check_detector_config, check_eval_config, check_pose_config
+from mspn_cli.config_checks import (
+    bounded,
+    build_section,
+    check_declared_bounds,
+    check_detector_config,
+    check_eval_config,
+    check_pose_config,
+    check_tracking_config,
+    check_video_config,
+    read_toml,
+)
 from mspn_cli.errors import ConfigError
 
-if sys.version_info >= (3, 11):  # pragma: no cover
-    import tomllib
-else:
-    import tomli as tomllib
-
+T = TypeVar("T")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_POSE_CONFIG = CONFIG_DIR / "mspn_4stage_coco_256x192.toml"
 DEFAULT_DETECTOR_CONFIG = CONFIG_DIR / "retinanet_res50_coco_3x_800size.toml"
 DEFAULT_EVAL_CONFIG = CONFIG_DIR / "coco_eval.toml"
 DEFAULT_SCALE_OUT_CONFIG = CONFIG_DIR / "scale_out.toml"
+DEFAULT_TRACKING_CONFIG = CONFIG_DIR / "tracking.toml"
+DEFAULT_VIDEO_CONFIG = CONFIG_DIR / "video.toml"
 
 
 @dataclass(frozen=True)
@@ -134,16 +146,16 @@ class PublishedStatsConfig:
     """A published row of the 10 COCO keypoint stats, in pycocotools' order."""
 
     model: str
-    AP: float
-    AP50: float
-    AP75: float
-    APm: float
-    APl: float
-    AR: float
-    AR50: float
-    AR75: float
-    ARm: float
-    ARl: float
+    AP: float = field(metadata=bounded(0.0, 1.0))
+    AP50: float = field(metadata=bounded(0.0, 1.0))
+    AP75: float = field(metadata=bounded(0.0, 1.0))
+    APm: float = field(metadata=bounded(0.0, 1.0))
+    APl: float = field(metadata=bounded(0.0, 1.0))
+    AR: float = field(metadata=bounded(0.0, 1.0))
+    AR50: float = field(metadata=bounded(0.0, 1.0))
+    AR75: float = field(metadata=bounded(0.0, 1.0))
+    ARm: float = field(metadata=bounded(0.0, 1.0))
+    ARl: float = field(metadata=bounded(0.0, 1.0))
 
 
 @dataclass(frozen=True)
@@ -156,10 +168,10 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class RayEngineConfig:
-    images_per_block: int
-    max_blocks: int
-    actor_cpus: float
-    local_cpus: int
+    images_per_block: int = field(metadata=bounded(1, integer=True))
+    max_blocks: int = field(metadata=bounded(1, integer=True))
+    actor_cpus: float = field(metadata=bounded(0.0, open_low=True))
+    local_cpus: int = field(metadata=bounded(0, integer=True))
 
 
 @dataclass(frozen=True)
@@ -169,69 +181,88 @@ class ScaleOutConfig:
     ray: RayEngineConfig
     source: str = ""
 
-T = TypeVar("T")
+# --------------------------------------------------------------------------- tracking.toml
 
 
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    origin = get_origin(annotation)
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
-        return build_section(annotation, value, where)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        args = get_args(annotation)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    return value
+@dataclass(frozen=True)
+class KalmanSettings:
+    position_noise: float = field(metadata=bounded(0.0, open_low=True))
+    velocity_noise: float = field(metadata=bounded(0.0, open_low=True))
+    measurement_noise: float = field(metadata=bounded(0.0, open_low=True))
 
 
-def build_section(cls: Type[T], data: Dict[str, Any], where: str) -> T:
-    hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
-    kwargs = {}
-    for name, fld in fields.items():
-        if name in data:
-            kwargs[name] = _coerce(data[name], hints[name], f"{where}.{name}" if where else name)
-        elif fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING:  # type: ignore[misc]
-            raise ConfigError(f"{where or 'config'}: missing key '{name}'")
-    return cls(**kwargs)
+@dataclass(frozen=True)
+class TrackingSettings:
+    high_score: float = field(metadata=bounded(0.0, 1.0))
+    low_score: float = field(metadata=bounded(0.0, 1.0))
+    new_track_score: float = field(metadata=bounded(0.0, 1.0))
+    match_threshold: float = field(metadata=bounded(0.0, 1.0))
+    low_match_threshold: float = field(metadata=bounded(0.0, 1.0))
+    track_buffer: int = field(metadata=bounded(0, 100_000, integer=True))
+    oks_weight: float = field(metadata=bounded(0.0))
+    iou_weight: float = field(metadata=bounded(0.0))
+    kalman: KalmanSettings
 
 
-def read_toml(path: Union[str, Path]) -> Dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+@dataclass(frozen=True)
+class OneEuroSettings:
+    min_cutoff: float = field(metadata=bounded(0.0, open_low=True))
+    beta: float = field(metadata=bounded(0.0))
+    d_cutoff: float = field(metadata=bounded(0.0, open_low=True))
+    forget_after: int = field(metadata=bounded(1, 100_000, integer=True))
+
+
+@dataclass(frozen=True)
+class SavgolSettings:
+    window: int = field(metadata=bounded(3, 1001, integer=True))
+    order: int = field(metadata=bounded(0, 10, integer=True))
+
+
+@dataclass(frozen=True)
+class SmoothingSettings:
+    default_fps: float = field(metadata=bounded(0.0, 10_000.0, open_low=True))
+    oneeuro: OneEuroSettings
+    savgol: SavgolSettings
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    tracking: TrackingSettings
+    smoothing: SmoothingSettings
+    source: str = ""
+
+
+# --------------------------------------------------------------------------- video.toml
+
+
+@dataclass(frozen=True)
+class KeyFrameConfig:
+    det_every: int = field(metadata=bounded(1, integer=True))
+    keypoint_confidence: float = field(metadata=bounded(0.0, 1.0))
+    min_keypoints: int = field(metadata=bounded(2, 17, integer=True))
+    duplicate_iou: float = field(metadata=bounded(0.0, 1.0, open_low=True))
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    default_fps: float = field(metadata=bounded(0.0, 1000.0, open_low=True))
+    folder_extension: str
+    suffix: str
+    fourcc: Dict[str, str] = field(default_factory=dict)  # container extension (no dot) -> fourcc
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    keyframes: KeyFrameConfig
+    output: OutputConfig
+    source: str = ""
+
+    def fourcc_for(self, path: Union[str, Path]) -> Optional[str]:
+        """The default fourcc of an output file's container, None when it is not a video container."""
+        return self.output.fourcc.get(Path(path).suffix.lower().lstrip("."))
+
+
+# --------------------------------------------------------------------------- loading
 
 
 def detector_size_ok(short_side: int, max_side: int) -> bool:
@@ -239,11 +270,18 @@ def detector_size_ok(short_side: int, max_side: int) -> bool:
     return 32 <= short_side <= max_side <= 4096
 
 
-def _load(kind: Type[T], path: Optional[Union[str, Path]], default: Path, check) -> T:
+def _load(kind: Type[T], path: Optional[Union[str, Path]], default: Path,
+          check: Optional[Callable[[T, Path], None]] = None) -> T:
     """Read, build and check one config file (the packaged `default` when `path` is None)."""
     path = Path(path) if path else default
-    config = build_section(kind, read_toml(path), "")
-    check(config, path)
+    data = read_toml(path)
+    try:
+        config = build_section(kind, data, "")
+        check_declared_bounds(config)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if check is not None:
+        check(config, path)
     return dataclasses.replace(config, source=str(path))
 
 
@@ -264,7 +302,22 @@ def load_eval_config(path: Optional[Union[str, Path]] = None) -> EvalConfig:
 
 def load_scale_out_config(path: Optional[Union[str, Path]] = None) -> ScaleOutConfig:
     """Load the scale-out config; the packaged default when `path` is None."""
-    return _load(ScaleOutConfig, path, DEFAULT_SCALE_OUT_CONFIG, _check_scale_out)
+    return _load(ScaleOutConfig, path, DEFAULT_SCALE_OUT_CONFIG)
+
+
+def load_tracking_config(path: Optional[Union[str, Path]] = None) -> TrackingConfig:
+    """Load a tracking and smoothing config; the packaged default when `path` is None."""
+    return _load(TrackingConfig, path, DEFAULT_TRACKING_CONFIG, check_tracking_config)
+
+
+def load_video_config(path: Optional[Union[str, Path]] = None) -> VideoConfig:
+    """Load a video config; the packaged default when `path` is None. Containers are
+    matched without case, and the default one is kept as an extension with its dot."""
+    config = _load(VideoConfig, path, DEFAULT_VIDEO_CONFIG, check_video_config)
+    output = config.output
+    output = dataclasses.replace(output, fourcc={key.lower(): code for key, code in output.fourcc.items()},
+                                 folder_extension="." + output.folder_extension.lstrip(".").lower())
+    return dataclasses.replace(config, output=output)
 
 
 def _check_detector(config: DetectorConfig, path: Path) -> None:
@@ -272,9 +325,3 @@ def _check_detector(config: DetectorConfig, path: Path) -> None:
     if not detector_size_ok(pre.short_side, pre.max_side):
         raise ConfigError(f"{path}: need 32 <= short_side <= max_side <= 4096")
     check_detector_config(config, path)
-
-
-def _check_scale_out(config: ScaleOutConfig, path: Path) -> None:
-    ray = config.ray
-    if ray.images_per_block < 1 or ray.max_blocks < 1 or ray.actor_cpus <= 0 or ray.local_cpus < 0:
-        raise ConfigError(f"{path}: need ray.images_per_block >= 1, ray.max_blocks >= 1, ray.actor_cpus > 0 and ray.local_cpus >= 0")

@@ -1,21 +1,145 @@
-"""Range checks of every config value, run when a config is loaded (before any network exists).
+"""Reading config files and checking every value, when a config is loaded (before any network exists).
 
-A value out of range raises ConfigError (exit 5) naming the file and the key, e.g.
+Each TOML file is read (`read_toml`), its tables are coerced into the typed dataclasses of
+`mspn_cli.config` (`build_section`: unknown, missing and mistyped keys fail), numbers are
+checked against the interval their field declares (`bounded`, `check_declared_bounds`),
+and the rules no single field can state run last (`check_*_config`). A value out of range
+raises ConfigError (exit 5) naming the file and the key, e.g.
 `my.toml: decoder.heat_range must be > 0, got 0.0`; without these checks such values
 surfaced as numpy warnings and `score: null`, or as a ZeroDivisionError after the
 network had been exported. Besides ranges, the checks hold a config to what the
 network it names is built as (`NETWORK_SHAPES`): the weights cannot change those.
 
-This module takes the config objects duck-typed and does not import `mspn_cli.config`.
+This module takes the config classes as arguments and does not import `mspn_cli.config`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
-from typing import Any, Dict, Iterable, Sequence
+import sys
+from pathlib import Path
+from typing import Any, Dict, Iterable, Sequence, Type, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from mspn_cli.errors import ConfigError
+
+if sys.version_info >= (3, 11):  # pragma: no cover
+    import tomllib
+else:
+    import tomli as tomllib
+
+T = TypeVar("T")
+INF = math.inf
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_toml(path: Union[str, Path]) -> Dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    origin = get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
+        return build_section(annotation, value, where)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        value_type = get_args(annotation)[1]
+        return {key: _coerce(item, value_type, f"{where}.{key}") for key, item in value.items()}
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = get_args(annotation)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def build_section(cls: Type[T], data: Dict[str, Any], where: str) -> T:
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    kwargs = {}
+    for name, fld in fields.items():
+        if name in data:
+            kwargs[name] = _coerce(data[name], hints[name], _key(where, name))
+        elif fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING:  # type: ignore[misc]
+            raise ConfigError(f"{where or 'config'}: missing key '{name}'")
+    return cls(**kwargs)
+
+
+def _key(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+# --------------------------------------------------------------------------- declared ranges
+
+
+def bounded(low: float, high: float = INF, *, open_low: bool = False, integer: bool = False) -> Dict[str, Any]:
+    """Field metadata: the value must lie in [low, high] (or (low, high] with open_low)."""
+    return {"low": low, "high": high, "open_low": open_low, "integer": integer}
+
+
+def check_declared_bounds(section: Any, where: str = "") -> None:
+    """Every number against the interval its field declares (nested sections recursively)."""
+    for spec in dataclasses.fields(section):
+        if spec.name == "source":
+            continue
+        value, key = getattr(section, spec.name), _key(where, spec.name)
+        if dataclasses.is_dataclass(value):
+            check_declared_bounds(value, key)
+        elif "low" in spec.metadata:
+            _checked_number(value, spec.metadata, key)
+
+
+def _checked_number(value: Any, bounds: Any, key: str) -> None:
+    integer = bounds["integer"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        raise ConfigError(f"{key} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    low, high = bounds["low"], bounds["high"]
+    below = value <= low if bounds["open_low"] else value < low
+    if below or value > high or (isinstance(value, float) and not math.isfinite(value)):
+        interval = f"{'(' if bounds['open_low'] else '['}{low}, {high if high != INF else 'inf'}]"
+        raise ConfigError(f"{key} must be in {interval}, got {value!r}")
+
+
+# --------------------------------------------------------------------------- rules across fields
+
 
 # What `models/` builds for each network name: fixed by the architecture, not tunable.
 NETWORK_SHAPES = {
@@ -143,10 +267,36 @@ def check_detector_config(config: Any, source: Any) -> None:
 
 
 def check_eval_config(config: Any, source: Any) -> None:
-    """Paths non-empty and published stats in [0, 1]."""
+    """Paths non-empty (the published stats declare their [0, 1] range)."""
     c = _Checker(source)
     for key in ("annotations", "images", "results"):
         if not getattr(config.dataset, key).strip():
             c.fail(f"dataset.{key}", "must not be empty", getattr(config.dataset, key))
-    for key in ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl"):
-        c.unit(f"published.{key}", getattr(config.published, key))
+
+
+def check_tracking_config(config: Any, source: Any) -> None:
+    """The orderings between tracking thresholds and the Savitzky-Golay window."""
+    c = _Checker(source)
+    track = config.tracking
+    if track.low_score > track.high_score:
+        raise ConfigError(f"{source}: tracking.low_score ({track.low_score}) must not exceed tracking.high_score ({track.high_score})")
+    if track.oks_weight + track.iou_weight <= 0:
+        c.fail("tracking.oks_weight + tracking.iou_weight", "must be positive", track.oks_weight + track.iou_weight)
+    savgol = config.smoothing.savgol
+    if savgol.window % 2 != 1:
+        c.fail("smoothing.savgol.window", "must be odd", savgol.window)
+    if savgol.order >= savgol.window:
+        c.fail("smoothing.savgol.order", f"must be below smoothing.savgol.window ({savgol.window})", savgol.order)
+
+
+def check_video_config(config: Any, source: Any) -> None:
+    """A fourcc for every output container, and a default container among them."""
+    c = _Checker(source)
+    fourcc = config.output.fourcc
+    if not fourcc:
+        c.fail("output.fourcc", "must map container extensions to fourcc codes", fourcc)
+    for extension, code in fourcc.items():
+        if len(code) != 4:
+            c.fail(f"output.fourcc.{extension}", "must be a 4-character code", code)
+    if config.output.folder_extension.lstrip(".").lower() not in {key.lower() for key in fourcc}:
+        c.fail("output.folder_extension", "must be one of the [output.fourcc] containers", config.output.folder_extension)

@@ -86,6 +86,18 @@ class Interrupted(KeyboardInterrupt):
         self.exit_code = 128 + signum
 
 
+_UNREADABLE = (
+    (FileNotFoundError, "file not found"),
+    (IsADirectoryError, "is a folder, not a file"),
+    (PermissionError, "permission denied"),
+)
+
+
+def unreadable_reason(exc: OSError) -> str:
+    """Why a file could not be opened or read, as the end of a one-line message."""
+    return next((reason for kind, reason in _UNREADABLE if isinstance(exc, kind)), f"cannot read ({exc.strerror or exc})")
+
+
 def interrupt_exit_code(exc: BaseException) -> int:
     """The exit code of an interruption: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
     return getattr(exc, "exit_code", EXIT_INTERRUPTED)

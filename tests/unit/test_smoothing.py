@@ -9,7 +9,7 @@ import pytest
 
 from mspn_cli.errors import InputError
 from mspn_cli.tracking import OneEuroFilter, OneEuroSmoother, load_tracking_config, savgol_coefficients, savgol_smooth
-from mspn_cli.tracking.settings import OneEuroSettings
+from mspn_cli.config import OneEuroSettings
 from tests.unit.test_tracking import pose
 
 # --------------------------------------------------------------------------- One-Euro

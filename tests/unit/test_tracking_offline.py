@@ -11,7 +11,7 @@ import pytest
 
 from mspn_cli.errors import ConfigError, InputError
 from mspn_cli.tracking import load_tracking_config, parse_results, plan_gap_fills, retrack
-from mspn_cli.tracking.settings import DEFAULT_TRACKING_CONFIG
+from mspn_cli.config import DEFAULT_TRACKING_CONFIG
 from tests.unit.test_tracking import pose
 
 

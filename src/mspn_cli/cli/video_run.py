@@ -30,7 +30,6 @@ class _Totals:
     videos: int = 0
     frames: int = 0
     photos: int = 0
-    persons: int = 0
     records: List[dict] = field(default_factory=list)  # for one --json file, in input order
 
 
@@ -75,7 +74,7 @@ def run_with_videos(items: Sequence[Any], settings, video_settings, output: Opti
         rate = totals.frames / elapsed if elapsed > 0 else 0.0
         photos_text = f"{totals.photos} image(s), " if tasks else ""
         console_err.print(f"[green]done:[/green] {totals.videos} video(s) ({totals.frames} frames), {photos_text}"
-                          f"{totals.persons} persons, {len(report.failures)} failed, {elapsed:.1f} s ({rate:.2f} frames/s)")
+                          f"{report.persons} persons, {len(report.failures)} failed, {elapsed:.1f} s ({rate:.2f} frames/s)")
     for note in report.notes:
         warn(note)
     for path, reason in report.failures:
@@ -101,7 +100,7 @@ def _run_photos(pipeline, tasks, plan: VideoOutputPlan, jsonl: bool, fail_fast: 
                 report.notes.extend(outcome.notes)
                 writer.add(outcome)
                 totals.photos += 1
-                totals.persons += len(outcome.records)
+                report.persons += len(outcome.records)
     finally:
         # Photo records lead the JSON, in input order; written on interruption too.
         records = writer.records()
@@ -161,7 +160,7 @@ def _run_one_video(runner, item, plan: VideoOutputPlan, jsonl: bool, fail_fast: 
                         lines.write(frame_line(poses, source.name, spec, fps, frame_recs))
                     records.extend(frame_recs)
                     frames += 1
-                totals.persons += len(poses.result)
+                report.persons += len(poses.result)
                 progress.advance(bar)
     except KeyboardInterrupt:
         raise  # finished frames are kept: the writer is closed below

@@ -7,11 +7,11 @@ import math
 from pathlib import Path
 from typing import Any, Union
 
-from mspn_cli.errors import InputError
+from mspn_cli.errors import InputError, unreadable_reason
 
 PathLike = Union[str, Path]
 
-__all__ = ["read_json_file", "json_type_name", "is_json_int", "is_finite_number"]
+__all__ = ["read_json_file", "parse_json_text", "json_type_name", "is_json_int", "is_finite_number"]
 
 
 def read_json_file(path: PathLike, what: str) -> Any:
@@ -24,14 +24,29 @@ def read_json_file(path: PathLike, what: str) -> Any:
             return json.load(handle)
     except FileNotFoundError:
         raise InputError(f"{what} {path} not found") from None
-    except PermissionError:
-        raise InputError(f"{what} {path}: permission denied") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{what} {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     except UnicodeDecodeError:
         raise InputError(f"{what} {path} is not valid JSON (not UTF-8 text)") from None
     except OSError as exc:
-        raise InputError(f"cannot read {what} {path}: {exc.strerror}") from None
+        raise InputError(f"{what} {path}: {unreadable_reason(exc)}") from None
+
+
+def parse_json_text(text: str, where: str, kind: type, expected: str) -> Any:
+    """Decode one JSON document (a file's text or one JSONL line) that must be a `kind`
+    (list or dict), or raise InputError: "{where}: not valid JSON (...)" / "{where}: {expected}, found ..."."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{where}: not valid JSON ({_position(exc)}{exc.msg})") from None
+    if not isinstance(value, kind):
+        raise InputError(f"{where}: {expected}, found {json_type_name(value)}")
+    return value
+
+
+def _position(exc: json.JSONDecodeError) -> str:
+    """"line L, column C: " within text of several lines; "column C: " within one (a JSONL line)."""
+    return f"line {exc.lineno}, column {exc.colno}: " if "\n" in exc.doc.strip() else f"column {exc.colno}: "
 
 
 def json_type_name(value: Any) -> str:

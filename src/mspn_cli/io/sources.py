@@ -19,7 +19,7 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(1 << 28))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mspn_cli.errors import InputError  # noqa: E402
+from mspn_cli.errors import InputError, unreadable_reason  # noqa: E402
 from mspn_cli.io.video_source import is_stream_spec  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pgm", ".ppm", ".pnm")
@@ -169,12 +169,8 @@ def read_image(path: Union[str, Path], allow_truncated: bool = False, notes: Opt
         raise InputError(f"{path}: is a folder, not an image")
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except PermissionError:
-        raise InputError(f"{path}: permission denied") from None
     except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+        raise InputError(f"{path}: {unreadable_reason(exc)}") from None
     return decode_image_bytes(data, str(path), allow_truncated, notes)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -80,18 +80,27 @@ def create_backend(name: str, model, device: str = "cpu", **options) -> Backend:
             raise UsageError(f"backend '{name}' is not available on device '{device}'")
         return _FACTORIES[name](model, device=device, **options)
 
-    candidates = available_backends(device)
-    if not candidates:
-        raise UsageError(f"no inference backend is available on device '{device}'")
-    for candidate, fallback in zip(candidates, candidates[1:]):
+    # Availability is asked lazily, in preference order: probing a later backend (the Lite
+    # probe runs a child process) costs time that is wasted when an earlier one starts.
+    failed: Optional[Tuple[str, Exception]] = None
+    for candidate in _PREFERENCE:
+        if not _AVAILABLE[candidate](device):
+            continue
+        if failed is not None:
+            log.warning("backend '%s' could not start (%s); falling back to '%s'", failed[0], _first_line(failed[1]), candidate)
         try:
             return _FACTORIES[candidate](model, device=device, **options)
         except (MemoryError, KeyboardInterrupt):
             raise
         except Exception as exc:  # onnxruntime and MegEngine raise their own error types
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            log.warning("backend '%s' could not start (%s); falling back to '%s'", candidate, reason, fallback)
-    return _FACTORIES[candidates[-1]](model, device=device, **options)
+            failed = (candidate, exc)
+    if failed is None:
+        raise UsageError(f"no inference backend is available on device '{device}'")
+    raise failed[1]
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def as_output_list(outputs) -> List[np.ndarray]:

@@ -38,7 +38,7 @@ from mspn_cli.tracking.gaps import GapFill, interpolate, plan_gap_fills
 from mspn_cli.tracking.geometry import box_iou, boxes_from_keypoints, keypoint_similarity
 from mspn_cli.tracking.results import ResultFrame, parse_results
 from mspn_cli.tracking.retrack import SMOOTHING_METHODS, RetrackSummary, frame_times, retrack
-from mspn_cli.tracking.settings import (
+from mspn_cli.config import (
     DEFAULT_TRACKING_CONFIG,
     OneEuroSettings,
     SavgolSettings,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mspn_cli.tracking.settings import KalmanSettings
+from mspn_cli.config import KalmanSettings
 
 _MIN_SIZE = 1.0  # pixels: a prediction never shrinks a box to nothing
 

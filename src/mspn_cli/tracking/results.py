@@ -5,7 +5,6 @@ Every problem is an InputError naming the line (JSONL) or record (JSON) it is in
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
@@ -13,6 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from mspn_cli.errors import InputError
+from mspn_cli.io.jsonio import json_type_name, parse_json_text
 from mspn_cli.skeleton import NUM_KEYPOINTS
 from mspn_cli.tracking.geometry import boxes_from_keypoints
 
@@ -49,12 +49,7 @@ def _parse_jsonl(text: str, name: str) -> List[ResultFrame]:
         if not raw.strip():
             continue
         where = f"{name}, line {number}"
-        try:
-            line = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(line, dict):
-            raise InputError(f"{where}: expected a JSON object with frame_index and instances, found {_kind(line)}")
+        line = parse_json_text(raw, where, dict, "expected a JSON object with frame_index and instances")
         frame_index = _frame_index(line.get("frame_index"), where)
         if frame_index in seen:
             raise InputError(f"{where}: frame_index {frame_index} already appeared on line {seen[frame_index]}")
@@ -69,17 +64,12 @@ def _parse_jsonl(text: str, name: str) -> List[ResultFrame]:
 
 
 def _parse_json(text: str, name: str) -> List[ResultFrame]:
-    try:
-        records = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{name} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    if not isinstance(records, list):
-        raise InputError(f"{name} must hold a JSON list of keypoint records")
+    records = parse_json_text(text, name, list, "expected a JSON list of keypoint records")
     grouped: Dict[int, List[Dict[str, Any]]] = {}
     for number, record in enumerate(records, start=1):
         where = f"{name}, record {number}"
         if not isinstance(record, dict):
-            raise InputError(f"{where}: expected a keypoint record (a JSON object), found {_kind(record)}")
+            raise InputError(f"{where}: expected a keypoint record (a JSON object), found {json_type_name(record)}")
         grouped.setdefault(_frame_index(record.get("frame_index"), where), []).append(record)
     if not grouped:
         raise InputError(f"{name} holds no records")
@@ -124,7 +114,7 @@ def _observations(instances: List[Any]) -> List[Any]:
 
 def _instance_arrays(record: Any, where: str) -> Tuple[np.ndarray, np.ndarray, float]:
     if not isinstance(record, dict):
-        raise InputError(f"{where}: expected a keypoint record (a JSON object), found {_kind(record)}")
+        raise InputError(f"{where}: expected a keypoint record (a JSON object), found {json_type_name(record)}")
     flat = _numbers(record.get("keypoints"), 3 * NUM_KEYPOINTS, "keypoints", where)
     keypoints = np.asarray(flat, dtype=np.float64).reshape(NUM_KEYPOINTS, 3)
     if "keypoint_scores" in record:
@@ -166,11 +156,3 @@ def _optional_number(value: Any, key: str, where: str) -> Optional[float]:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise InputError(f"{where}: \"{key}\" must be a number")
     return float(value)
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "a list"
-    if value is None:
-        return "null"
-    return {str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(type(value), "an object")

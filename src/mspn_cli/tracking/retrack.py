@@ -20,7 +20,7 @@ import numpy as np
 from mspn_cli.errors import UsageError
 from mspn_cli.tracking.gaps import interpolate, plan_gap_fills
 from mspn_cli.tracking.results import ResultFrame
-from mspn_cli.tracking.settings import TrackingConfig
+from mspn_cli.config import TrackingConfig
 from mspn_cli.tracking.smoothing import OneEuroSmoother, savgol_smooth
 from mspn_cli.tracking.tracker import UNTRACKED, PoseTracker
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from mspn_cli.errors import InputError
 from mspn_cli.skeleton import NUM_KEYPOINTS
-from mspn_cli.tracking.settings import OneEuroSettings
+from mspn_cli.config import OneEuroSettings
 
 _NO_WEIGHT = 1e-9  # below this total score a joint has no trustworthy sample in the window
 

@@ -12,7 +12,7 @@ from mspn_cli.skeleton import NUM_KEYPOINTS
 from mspn_cli.tracking.assignment import match_with_threshold
 from mspn_cli.tracking.geometry import box_iou, boxes_from_keypoints, cxcywh_to_xyxy, keypoint_similarity, xyxy_to_cxcywh
 from mspn_cli.tracking.kalman import BoxKalmanFilter
-from mspn_cli.tracking.settings import TrackingSettings
+from mspn_cli.config import TrackingSettings
 
 UNTRACKED = 0  # the id of a pose that belongs to no track (a low-score pose nothing continues)
 

@@ -13,7 +13,8 @@
 No Typer or Rich here; `cli/video_run.py` turns options into these calls.
 """
 
-from mspn_cli.video.config import SMOOTHING_ONLINE, VideoConfig, VideoSettings, load_video_config
+from mspn_cli.config import VideoConfig, load_video_config
+from mspn_cli.video.settings import SMOOTHING_ONLINE, VideoSettings
 from mspn_cli.video.keyframes import carried_detections, confident_joint_boxes, joint_confidences
 from mspn_cli.video.runner import FramePoses, VideoPoseRunner, frame_line, frame_records
 

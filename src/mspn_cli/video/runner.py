@@ -20,7 +20,8 @@ from mspn_cli.io.video_source import VideoFrame
 from mspn_cli.pipeline import PipelineItem, PosePipeline
 from mspn_cli.pose.result import PoseResult
 from mspn_cli.tracking import UNTRACKED, OneEuroSmoother, PoseTracker, TrackingConfig, load_tracking_config
-from mspn_cli.video.config import VideoConfig, VideoSettings, load_video_config
+from mspn_cli.config import VideoConfig, load_video_config
+from mspn_cli.video.settings import VideoSettings
 from mspn_cli.video.keyframes import carried_detections, confident_joint_boxes
 
 __all__ = ["FramePoses", "VideoPoseRunner", "frame_records", "frame_line"]

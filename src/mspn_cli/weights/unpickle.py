@@ -20,7 +20,7 @@ from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 
-from mspn_cli.errors import OutputError, WeightsError
+from mspn_cli.errors import OutputError, WeightsError, unreadable_reason
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -129,12 +129,8 @@ def load_checkpoint(path: PathLike) -> "OrderedDict[str, np.ndarray]":
             obj = _WeightsUnpickler(handle, source).load()
     except WeightsError:
         raise
-    except IsADirectoryError:
-        raise WeightsError(f"weights file not found: {source} is a directory") from None
-    except FileNotFoundError:
-        raise WeightsError(f"weights file not found: {source}") from None
     except OSError as exc:
-        raise WeightsError(f"cannot read weights file {source}: {exc.strerror or exc}") from None
+        raise WeightsError(f"weights file {source}: {unreadable_reason(exc)}") from None
     except MemoryError:
         raise WeightsError(f"weights file {source} is truncated or not a pickle (it claims too much memory)") from None
     except _CORRUPT_PICKLE_ERRORS:
