@@ -1,15 +1,21 @@
 """Are `mspn keypoints --boxes` and `mspn eval-coco --dets` byte-identical before and after a change?
 
     python benchmarks/parity_before_after.py 4d9dbb6
+    python benchmarks/parity_before_after.py 4d9dbb6 --after 3fea72e --ignore-key path
     python benchmarks/parity_before_after.py 4d9dbb6 --data ../shared/data/coco_sample --backend onnxruntime
 
 Checks REVISION out into a temporary git worktree, then runs both commands with the
-old code (that worktree's src/ first on PYTHONPATH) and with the current code (this
-checkout's src/), on the same images, boxes, weights and backend, each side with its
-own fresh MSPN_HOME (so no exported graph is shared between the two versions). Prints,
-for each JSON output, whether the two files are byte-identical and, when they are not,
-what differs (record count, keys, the largest keypoint and score differences). Exit
-code 0 when every output is identical, 1 otherwise.
+old code (that worktree's src/ first on PYTHONPATH) and with the new code (this
+checkout's src/, or --after REV checked out the same way), on the same images, boxes,
+weights and backend, each side with its own fresh MSPN_HOME (so no exported graph is
+shared between the two versions). Prints, for each JSON output, whether the two files
+are byte-identical and, when they are not, what differs (record count, keys, the
+largest keypoint and score differences). Exit code 0 when every output is identical,
+1 otherwise.
+
+--ignore-key KEY sets a record field aside that a change added on purpose (records
+gained "path" in the redesign, as issue 15 asked): both sides' records are then
+written again without it, in the same JSON form, and those texts compared.
 
 Default data: the COCO sample vendored in tests/data/coco_sample. Default weights: the
 seeded random MSPN weights of the test suite (.mspn_test_cache), generated when absent.
@@ -96,9 +102,23 @@ def describe_difference(old_path: Path, new_path: Path) -> str:
     return "; ".join(notes)
 
 
+def without_keys(path: Path, keys: List[str]) -> bytes:
+    """The JSON records of `path` without `keys`, serialised one way for both sides."""
+    records = json.loads(path.read_text())
+    return json.dumps([{k: v for k, v in record.items() if k not in keys} for record in records]).encode()
+
+
+def checked_out(revision: str, where: Path) -> Path:
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet", str(where), revision], check=True)
+    return where
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("revision", help="git revision of the code before (e.g. 4d9dbb6)")
+    parser.add_argument("--after", help="git revision of the code after (default: this checkout's working tree)")
+    parser.add_argument("--ignore-key", action="append", default=[], metavar="KEY",
+                        help="set this record field aside on both sides before comparing (repeatable)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="COCO sample folder (images + json files)")
     parser.add_argument("--ann", type=Path, help="annotation file (default: DATA/person_keypoints_sample.json)")
     parser.add_argument("--dets", type=Path, help="detections file (default: DATA/person_dets_sample.json)")
@@ -113,23 +133,31 @@ def main(argv: Optional[List[str]] = None) -> int:
     images = images_with_boxes(args.data, args.dets, args.ann)
 
     work = Path(tempfile.mkdtemp(prefix="mspn-parity-"))
-    old_tree = work / "old"
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet", str(old_tree), args.revision],
-                   check=True)
+    trees = [checked_out(args.revision, work / "old")]
     try:
-        old = run_side(f"old {args.revision}", old_tree / "src", work / "out_old", args, images)
-        new = run_side("current", REPO / "src", work / "out_new", args, images)
+        new_src = REPO / "src"
+        if args.after:
+            trees.append(checked_out(args.after, work / "new"))
+            new_src = trees[-1] / "src"
+        old = run_side(f"old {args.revision}", trees[0] / "src", work / "out_old", args, images)
+        new = run_side(f"new {args.after or 'working tree'}", new_src, work / "out_new", args, images)
         results: List[Tuple[str, bool, str]] = []
         for name in old:
-            same = old[name].exists() and new[name].exists() and old[name].read_bytes() == new[name].read_bytes()
+            same = old[name].exists() and new[name].exists()
+            if same and args.ignore_key:
+                same = without_keys(old[name], args.ignore_key) == without_keys(new[name], args.ignore_key)
+            elif same:
+                same = old[name].read_bytes() == new[name].read_bytes()
             results.append((name, same, "" if same else describe_difference(old[name], new[name])))
     finally:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(old_tree)], check=False)
+        for tree in trees:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
         if not args.keep:
             subprocess.run(["rm", "-rf", str(work)], check=False)
     print(f"\n{len(images)} images, boxes {args.dets.name}, backend {args.backend}, weights {args.weights.name}")
     for name, same, detail in results:
-        print(f"{name:18s} {'byte-identical' if same else 'DIFFERENT: ' + detail}")
+        verdict = f"identical apart from {', '.join(args.ignore_key)}" if args.ignore_key else "byte-identical"
+        print(f"{name:18s} {verdict if same else 'DIFFERENT: ' + detail}")
     if args.keep:
         print(f"outputs kept in {work}")
     return 0 if all(same for _, same, _ in results) else 1
