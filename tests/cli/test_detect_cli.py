@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import IMAGES, WEIGHTS_CACHE, assert_clean_error, load_json, run_mspn
 
 ALL_IMAGES = sorted(p for p in IMAGES.iterdir() if p.suffix.lower() in (".jpg", ".png"))
-FAST = ("--det-size", "256", "--backend", "megengine")
+FAST = ("--det-size", "256", "--backend", "onnxruntime")
 
 
 def test_detect_all_vendored_images_gives_loadable_coco_results(tmp_path, eager_detector_weights):
@@ -52,7 +52,7 @@ def test_detect_output_feeds_keypoints_boxes(tmp_path, eager_detector_weights, m
     boxes = load_json(dets)
     assert len(boxes) == 2
     proc = run_mspn("keypoints", image, "--boxes", dets, "--weights", mspn_weights, "--json", "-", "--no-flip",
-                    "--backend", "megengine")
+                    "--backend", "onnxruntime")
     assert proc.returncode == 0, proc.stderr
     records = json.loads(proc.stdout)
     assert len(records) == 2
@@ -98,7 +98,7 @@ def test_video_is_annotated_frame_by_frame(tmp_path, eager_detector_weights, msp
     # The eager detector finds a person in every frame, so which frames have records shows --every alone.
     proc = run_mspn("keypoints", clip, "-o", out, "--json", js, "--every", "2", "--detector-weights", eager_detector_weights,
                     "--weights", mspn_weights, "--max-persons", "1", "--no-flip", "--det-size", "256",
-                    "--backend", "megengine")
+                    "--backend", "onnxruntime")
     assert proc.returncode == 0, proc.stderr
     records = load_json(js)
     assert sorted(r["frame_index"] for r in records) == [0, 2]
@@ -128,7 +128,7 @@ def test_bad_video_and_det_size(tmp_path, detector_weights, mspn_weights):
 
 
 def test_official_weights_offline_say_where_to_put_them(tmp_path):
-    proc = run_mspn("detect", IMAGES / "cameraman_grayscale.png", env={"MSPN_HOME": str(tmp_path / "home")})
+    proc = run_mspn("detect", IMAGES / "cameraman_grayscale.png")
     assert_clean_error(proc, code=4)
     assert "retinanet_res50_coco_3x_800size_39dot3_8eaec532.pkl" in proc.stderr
 

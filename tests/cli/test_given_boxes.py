@@ -21,7 +21,7 @@ from tests.conftest import COCO_SAMPLE, assert_clean_error, load_json, run_mspn
 from mspn_cli.config import DEFAULT_DETECTOR_CONFIG, DEFAULT_POSE_CONFIG
 
 GOOD_IMAGE = COCO_SAMPLE / "000000000785.jpg"  # 640 x 425
-FAST = ["--backend", "megengine", "--no-flip", "--batch-size", "2"]
+FAST = ["--backend", "onnxruntime", "--no-flip", "--batch-size", "2"]
 
 
 def _write(path: Path, data) -> Path:
@@ -42,7 +42,7 @@ def test_unmatched_images_max_persons_and_outside_boxes(tmp_path, mspn_weights):
     ])
     out = tmp_path / "out.json"
     proc = run_mspn("keypoints", folder, "--boxes", boxes, "--json", out, "--max-persons", "2",
-                    "--weights", mspn_weights, *FAST, env={"MSPN_HOME": str(tmp_path / "home")}, timeout=600)
+                    "--weights", mspn_weights, *FAST, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "error:" not in proc.stderr, proc.stderr
     records = load_json(out)
@@ -58,13 +58,12 @@ def test_detect_then_keypoints_on_an_image_without_persons(tmp_path, mspn_weight
     image = tmp_path / "empty_street.jpg"
     image.write_bytes(GOOD_IMAGE.read_bytes())
     dets = tmp_path / "dets.json"
-    proc = run_mspn("detect", image, "-o", dets, "--detector-weights", blind_detector_weights, "--backend", "megengine",
-                    "--det-size", "64", env={"MSPN_HOME": str(tmp_path / "home")}, timeout=600)
+    proc = run_mspn("detect", image, "-o", dets, "--detector-weights", blind_detector_weights, "--backend", "onnxruntime",
+                    "--det-size", "64", timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert load_json(dets) == []
     out = tmp_path / "out.json"
-    proc = run_mspn("keypoints", image, "--boxes", dets, "--json", out, "--weights", mspn_weights, *FAST,
-                    env={"MSPN_HOME": str(tmp_path / "home")}, timeout=600)
+    proc = run_mspn("keypoints", image, "--boxes", dets, "--json", out, "--weights", mspn_weights, *FAST, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert load_json(out) == []
     assert "done: 1 image(s), 0 persons, 0 failed" in proc.stderr
@@ -95,7 +94,6 @@ def test_keypoints_with_an_out_of_range_config_exits_5_before_building_anything(
 
 def test_detect_with_an_out_of_range_config_exits_5(tmp_path):
     config = _edited_config(tmp_path, DEFAULT_DETECTOR_CONFIG, "nms_thr = 0.5", "nms_thr = 5")
-    proc = run_mspn("detect", GOOD_IMAGE, "-o", tmp_path / "dets.json", "--detector-config", config,
-                    env={"MSPN_HOME": str(tmp_path / "home")})
+    proc = run_mspn("detect", GOOD_IMAGE, "-o", tmp_path / "dets.json", "--detector-config", config)
     assert_clean_error(proc, 5)
     assert "postprocess.nms_thr" in proc.stderr

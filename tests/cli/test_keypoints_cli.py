@@ -30,7 +30,7 @@ def test_keypoints_with_boxes_writes_json_and_skeleton(tmp_path, mspn_weights):
     image = COCO_SAMPLE / "000000000785.jpg"
     vis, out = tmp_path / "vis.jpg", tmp_path / "out.json"
     proc = run_mspn("keypoints", image, "--boxes", DETS, "--weights", mspn_weights, "-o", vis, "--json", out,
-                    "--backend", "megengine")
+                    "--backend", "onnxruntime")
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "cuda" not in proc.stderr.lower()
     records = load_json(out)
@@ -62,7 +62,7 @@ def test_batch_of_real_images_by_file_name_with_jsonl_and_output_folder(tmp_path
     dets.write_text(json.dumps(boxes))
     out_dir = tmp_path / "vis"
     proc = run_mspn("keypoints", folder, "--boxes", dets, "--weights", mspn_weights, "--no-flip", "--jsonl",
-                    "-o", out_dir, "--batch-size", "3", "--backend", "megengine")
+                    "-o", out_dir, "--batch-size", "3", "--backend", "onnxruntime")
     # One bad file: the others are processed, the bad one reported once at the end, exit 1.
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -83,7 +83,7 @@ def test_zero_persons_is_a_normal_result(tmp_path, mspn_weights):
     dets = tmp_path / "low.json"
     dets.write_text(json.dumps([{"image_id": 785, "category_id": 1, "bbox": [1, 1, 50, 50], "score": 0.1}]))
     proc = run_mspn("keypoints", COCO_SAMPLE / "000000000785.jpg", "--boxes", dets, "--box-thr", "0.5",
-                    "--weights", mspn_weights, "--json", "-", "--backend", "megengine")
+                    "--weights", mspn_weights, "--json", "-", "--backend", "onnxruntime")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == []
 
@@ -124,7 +124,7 @@ def test_missing_input_and_unmatched_image(tmp_path, mspn_weights):
     # An image the boxes file does not mention has no persons (as `mspn detect` writes no
     # entry for an image without persons); the summary says so and how matching works.
     proc = run_mspn("keypoints", IMAGES / "cyclists_crowd_usgov.jpg", "--boxes", DETS, "--weights", mspn_weights,
-                    "--json", "-", "--backend", "megengine")
+                    "--json", "-", "--backend", "onnxruntime")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == []
     assert "no entry in" in proc.stderr and "no persons" in proc.stderr and "file_name" in proc.stderr
@@ -156,7 +156,7 @@ def test_box_outside_image_is_dropped_and_reported(tmp_path, mspn_weights):
         {"image_id": 785, "category_id": 1, "bbox": [280, 44, 218, 346], "score": 0.8},
     ]))
     proc = run_mspn("keypoints", COCO_SAMPLE / "000000000785.jpg", "--boxes", dets, "--weights", mspn_weights,
-                    "--json", "-", "--backend", "megengine")
+                    "--json", "-", "--backend", "onnxruntime")
     assert proc.returncode == 0, proc.stderr
     assert "dropped 1 box(es) lying entirely outside" in proc.stderr
     records = json.loads(proc.stdout)

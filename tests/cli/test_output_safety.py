@@ -23,8 +23,8 @@ from tests.conftest import COCO_SAMPLE, assert_clean_error, load_json, run_mspn
 
 GOOD_IMAGE = COCO_SAMPLE / "000000000785.jpg"
 GOOD_BOX = [280.79, 44.73, 218.7, 346.68]
-FAST = ["--backend", "megengine", "--no-flip", "--batch-size", "1"]
-DETECT_FAST = ["--backend", "megengine", "--det-size", "64"]
+FAST = ["--backend", "onnxruntime", "--no-flip", "--batch-size", "1"]
+DETECT_FAST = ["--backend", "onnxruntime", "--det-size", "64"]
 
 
 def _boxes(path: Path, entries) -> Path:
@@ -37,7 +37,7 @@ def work(tmp_path):
     image = tmp_path / GOOD_IMAGE.name
     image.write_bytes(GOOD_IMAGE.read_bytes())
     boxes = _boxes(tmp_path / "boxes.json", [{"image_id": 785, "category_id": 1, "bbox": GOOD_BOX, "score": 1.0}])
-    return {"dir": tmp_path, "image": image, "boxes": boxes, "home": {"MSPN_HOME": str(tmp_path / "home")}}
+    return {"dir": tmp_path, "image": image, "boxes": boxes}
 
 
 # ----------------------------------------------------------------------------- collisions
@@ -52,7 +52,7 @@ def test_same_file_names_in_two_folders_get_mirrored_outputs_and_paths(tmp_path,
     boxes = _boxes(tmp_path / "boxes.json", [{"image_id": 785, "category_id": 1, "bbox": GOOD_BOX, "score": 1.0}])
     out, vis = tmp_path / "out.json", tmp_path / "vis"
     proc = run_mspn("keypoints", first.parent, second.parent, "--boxes", boxes, "--json", out, "-o", vis,
-                    "--weights", mspn_weights, *FAST, env={"MSPN_HOME": str(tmp_path / "home")}, timeout=600)
+                    "--weights", mspn_weights, *FAST, timeout=600)
     assert proc.returncode == 0, proc.stderr
     drawn = sorted(str(p.relative_to(vis)) for p in vis.rglob("*.jpg"))
     assert drawn == ["cam1/000000000785_pose.jpg", "cam2/000000000785_pose.jpg"]
@@ -67,8 +67,7 @@ def test_ambiguous_file_name_in_boxes_is_refused(tmp_path, command):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "photo.jpg").write_bytes(GOOD_IMAGE.read_bytes())
     boxes = _boxes(tmp_path / "boxes.json", [{"file_name": "photo.jpg", "category_id": 1, "bbox": GOOD_BOX, "score": 1.0}])
-    proc = run_mspn(command, tmp_path / "a", tmp_path / "b", "--boxes", boxes, "--json", tmp_path / "out.json",
-                    env={"MSPN_HOME": str(tmp_path / "home")})
+    proc = run_mspn(command, tmp_path / "a", tmp_path / "b", "--boxes", boxes, "--json", tmp_path / "out.json")
     assert_clean_error(proc, 2)
     assert "photo.jpg" in proc.stderr
     assert not (tmp_path / "out.json").exists()
@@ -90,7 +89,7 @@ ONTO_INPUT = {
 @pytest.mark.parametrize("overwrite", [False, True], ids=["plain", "overwrite"])
 def test_no_output_may_replace_an_input(work, make_args, overwrite):
     kept = {path: path.read_bytes() for path in (work["image"], work["boxes"])}
-    proc = run_mspn(*make_args(work), *(["--overwrite"] if overwrite else []), env=work["home"])
+    proc = run_mspn(*make_args(work), *(["--overwrite"] if overwrite else []))
     assert_clean_error(proc, 2)
     for path, data in kept.items():
         assert path.read_bytes() == data, f"{path} was modified"
@@ -113,7 +112,7 @@ def test_an_existing_output_is_a_usage_error_and_kept(work, make_args, existing)
     target = work["dir"] / existing
     target.parent.mkdir(exist_ok=True)
     target.write_bytes(b"precious")
-    proc = run_mspn(*make_args(work), env=work["home"])
+    proc = run_mspn(*make_args(work))
     assert_clean_error(proc, 2)
     assert "--overwrite" in proc.stderr
     assert target.read_bytes() == b"precious"
@@ -121,7 +120,7 @@ def test_an_existing_output_is_a_usage_error_and_kept(work, make_args, existing)
 
 @pytest.mark.parametrize("name", ["out.avi", "vis.gif", "out.mp4.partial"])
 def test_image_output_with_a_non_image_extension_is_refused(work, name):
-    proc = run_mspn("keypoints", work["image"], "--boxes", work["boxes"], "-o", work["dir"] / name, env=work["home"])
+    proc = run_mspn("keypoints", work["image"], "--boxes", work["boxes"], "-o", work["dir"] / name)
     assert_clean_error(proc, 2)
     assert not (work["dir"] / name).exists()
 
@@ -132,11 +131,11 @@ def test_detect_vis_refuses_to_overwrite_drawn_images(work, blind_detector_weigh
     drawn = vis / "000000000785_dets.jpg"
     drawn.write_bytes(b"earlier drawing")
     proc = run_mspn("detect", work["image"], "--vis", vis, "-o", work["dir"] / "dets.json",
-                    "--detector-weights", blind_detector_weights, *DETECT_FAST, env=work["home"], timeout=600)
+                    "--detector-weights", blind_detector_weights, *DETECT_FAST, timeout=600)
     assert_clean_error(proc, 2)
     assert drawn.read_bytes() == b"earlier drawing"
     proc = run_mspn("detect", work["image"], "--vis", vis, "-o", work["dir"] / "dets.json", "--overwrite",
-                    "--detector-weights", blind_detector_weights, *DETECT_FAST, env=work["home"], timeout=600)
+                    "--detector-weights", blind_detector_weights, *DETECT_FAST, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert cv2.imread(str(drawn)) is not None  # replaced by a real drawing when asked to
 
@@ -149,8 +148,7 @@ def test_keypoints_with_every_input_failing_writes_and_claims_nothing(work, mspn
     broken.write_bytes(GOOD_IMAGE.read_bytes()[:5000])
     out, vis = work["dir"] / "out.json", work["dir"] / "vis"
     boxes = _boxes(work["dir"] / "boxes1.json", [{"image_id": 1, "category_id": 1, "bbox": GOOD_BOX, "score": 1.0}])
-    proc = run_mspn("keypoints", broken, "--boxes", boxes, "--json", out, "-o", vis, "--weights", mspn_weights, *FAST,
-                    env=work["home"], timeout=600)
+    proc = run_mspn("keypoints", broken, "--boxes", boxes, "--json", out, "-o", vis, "--weights", mspn_weights, *FAST, timeout=600)
     assert_clean_error(proc, 3)
     assert not out.exists() and not vis.exists()
     assert "wrote" not in proc.stderr
@@ -160,8 +158,7 @@ def test_detect_with_every_input_failing_writes_nothing(work, blind_detector_wei
     broken = work["dir"] / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     out, vis = work["dir"] / "dets.json", work["dir"] / "vis"
-    proc = run_mspn("detect", broken, "-o", out, "--vis", vis, "--detector-weights", blind_detector_weights, *DETECT_FAST,
-                    env=work["home"], timeout=600)
+    proc = run_mspn("detect", broken, "-o", out, "--vis", vis, "--detector-weights", blind_detector_weights, *DETECT_FAST, timeout=600)
     assert_clean_error(proc, 3)
     assert not out.exists() and not vis.exists()
 
@@ -171,7 +168,7 @@ def test_detect_with_every_input_failing_writes_nothing(work, blind_detector_wei
 
 def test_failed_detector_download_names_the_detector_option(work):
     # The test session points every proxy at a refusing port: the download fails at once.
-    proc = run_mspn("detect", work["image"], "-o", work["dir"] / "dets.json", "--backend", "megengine", env=work["home"])
+    proc = run_mspn("detect", work["image"], "-o", work["dir"] / "dets.json", "--backend", "onnxruntime")
     assert_clean_error(proc, 4)
     assert "--detector-weights PATH" in proc.stderr
     assert "--weights PATH" not in proc.stderr.replace("--detector-weights PATH", "")

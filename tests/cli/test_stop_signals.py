@@ -26,11 +26,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import COCO_SAMPLE, load_json
+from tests.conftest import COCO_SAMPLE, WEIGHTS_CACHE, load_json
 
 GOOD_IMAGE = COCO_SAMPLE / "000000000785.jpg"
 GOOD_BOX = [280.79, 44.73, 218.7, 346.68]
-FAST = ["--backend", "megengine", "--no-flip", "--batch-size", "1"]
+FAST = ["--backend", "onnxruntime", "--no-flip", "--batch-size", "1"]
 
 
 def _inputs_with_a_fifo(folder: Path, fifo_at: int):
@@ -87,7 +87,7 @@ def test_keypoints_stopped_by_a_signal_keeps_finished_results(tmp_path, mspn_wei
     out, vis = tmp_path / "out.json", tmp_path / "vis"
     args = ["keypoints", *inputs, "--boxes", boxes, "--json", out, "--jsonl", "-o", vis,
             "--weights", mspn_weights, *FAST]
-    returncode, reported, stderr = _stop_after_first_line(args, signum, inputs[fifo_at], tmp_path / "home")
+    returncode, reported, stderr = _stop_after_first_line(args, signum, inputs[fifo_at], WEIGHTS_CACHE / "home")
 
     assert returncode == code, stderr
     assert "Traceback" not in stderr, stderr
@@ -105,8 +105,8 @@ def test_detect_stopped_by_sigterm_keeps_finished_results(tmp_path, eager_detect
     inputs = _inputs_with_a_fifo(tmp_path / "images", fifo_at)
     out, vis = tmp_path / "dets.json", tmp_path / "vis"
     args = ["detect", *inputs, "-o", out, "--jsonl", "--vis", vis, "--detector-weights", eager_detector_weights,
-            "--backend", "megengine", "--det-size", "64"]
-    returncode, reported, stderr = _stop_after_first_line(args, signal.SIGTERM, inputs[fifo_at], tmp_path / "home")
+            "--backend", "onnxruntime", "--det-size", "64"]
+    returncode, reported, stderr = _stop_after_first_line(args, signal.SIGTERM, inputs[fifo_at], WEIGHTS_CACHE / "home")
 
     assert returncode == 143, stderr
     assert "Traceback" not in stderr, stderr

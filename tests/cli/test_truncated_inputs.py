@@ -16,8 +16,8 @@ import pytest
 
 from tests.conftest import COCO_SAMPLE, load_json, run_mspn
 
-FAST = ["--backend", "megengine", "--no-flip", "--batch-size", "1"]
-DETECT_FAST = ["--backend", "megengine", "--det-size", "64"]
+FAST = ["--backend", "onnxruntime", "--no-flip", "--batch-size", "1"]
+DETECT_FAST = ["--backend", "onnxruntime", "--det-size", "64"]
 PHOTOS = sorted(COCO_SAMPLE.glob("*.jpg"), key=lambda p: p.stat().st_size)
 
 
@@ -57,7 +57,7 @@ def _assert_no_decoder_chatter(stderr: str) -> None:
 def test_keypoints_reports_each_truncated_file_once(tmp_path, mixed_folder, mspn_weights):
     out = tmp_path / "out.json"
     proc = run_mspn("keypoints", mixed_folder["folder"], "--boxes", mixed_folder["boxes"], "--json", out,
-                    "--weights", mspn_weights, *FAST, env={"MSPN_HOME": str(tmp_path / "home")}, timeout=600)
+                    "--weights", mspn_weights, *FAST, timeout=600)
     assert proc.returncode == 1, proc.stderr  # partial: the good images are processed
     assert "Traceback" not in proc.stderr
     _assert_no_decoder_chatter(proc.stderr)
@@ -73,8 +73,7 @@ def test_keypoints_allow_truncated_uses_cut_jpegs(tmp_path, mixed_folder, mspn_w
     folder = mixed_folder["folder"]
     out = tmp_path / "out.json"
     proc = run_mspn("keypoints", folder / "jpeg_third.jpg", folder / "jpeg_two_thirds.jpg", "--boxes", mixed_folder["boxes"],
-                    "--json", out, "--allow-truncated", "--weights", mspn_weights, *FAST,
-                    env={"MSPN_HOME": str(tmp_path / "home")}, timeout=600)
+                    "--json", out, "--allow-truncated", "--weights", mspn_weights, *FAST, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert sorted(r["file_name"] for r in load_json(out)) == ["jpeg_third.jpg", "jpeg_two_thirds.jpg"]
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:") and "truncated" in line]
@@ -83,8 +82,7 @@ def test_keypoints_allow_truncated_uses_cut_jpegs(tmp_path, mixed_folder, mspn_w
 
 def test_detect_reports_truncated_files(tmp_path, mixed_folder, blind_detector_weights):
     out = tmp_path / "dets.json"
-    proc = run_mspn("detect", mixed_folder["folder"], "-o", out, "--detector-weights", blind_detector_weights, *DETECT_FAST,
-                    env={"MSPN_HOME": str(tmp_path / "home")}, timeout=600)
+    proc = run_mspn("detect", mixed_folder["folder"], "-o", out, "--detector-weights", blind_detector_weights, *DETECT_FAST, timeout=600)
     assert proc.returncode == 1, proc.stderr
     _assert_no_decoder_chatter(proc.stderr)
     errors = _error_lines(proc.stderr)
@@ -119,7 +117,7 @@ def test_skipped_formats_multi_page_tiff_and_icc_chatter_are_reported(tmp_path, 
     pages = [np.full((64, 48, 3), value, np.uint8) for value in (30, 200)]
     assert cv2.imwritemulti(str(folder / "scan.tiff"), pages)
     proc = run_mspn("detect", folder, "-o", tmp_path / "dets.json", "--detector-weights", blind_detector_weights,
-                    *DETECT_FAST, env={"MSPN_HOME": str(tmp_path / "home")}, timeout=600)
+                    *DETECT_FAST, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "done: 3 image(s)" in proc.stderr
     skipped = [line for line in proc.stderr.splitlines() if "skipped 2 file(s)" in line]

@@ -22,7 +22,7 @@ import pytest
 from tests.conftest import IMAGES, WEIGHTS_CACHE, assert_clean_error, load_json, run_mspn
 from tests.localserver import LocalWeightsServer
 
-FAST = ["--backend", "megengine", "--no-flip", "--det-size", "128", "--batch-size", "2"]
+FAST = ["--backend", "onnxruntime", "--no-flip", "--det-size", "128", "--batch-size", "2"]
 
 
 def make_clip(path, frames=8, fps=10.0, size=(160, 120)):

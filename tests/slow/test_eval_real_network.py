@@ -48,7 +48,7 @@ def subset(tmp_path_factory):
 def _real_args(subset, weights, results, images=COCO_SAMPLE):
     _, ann, dets = subset
     return ["eval-coco", "--dets", dets, "--ann", ann, "--images", images, "--weights", weights,
-            "--results", results, "--batch-size", "1", "--no-flip", "--backend", "megengine"]
+            "--results", results, "--batch-size", "1", "--no-flip", "--backend", "onnxruntime"]
 
 
 @pytest.fixture(scope="module")

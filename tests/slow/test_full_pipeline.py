@@ -9,7 +9,7 @@ import sys
 
 from tests.conftest import IMAGES, load_json
 
-FAST = ("--det-size", "256", "--backend", "megengine")
+FAST = ("--det-size", "256", "--backend", "onnxruntime")
 VENDORED_IMAGES = sorted(p for p in IMAGES.iterdir() if p.suffix.lower() in (".jpg", ".png"))
 
 
