@@ -67,7 +67,7 @@ def fed(pipe: Path):
 
 def _args(inputs, out, weights, *extra):
     early, pipe = inputs
-    return ["keypoints", early, pipe, "--boxes", DETS, "--weights", weights, "--batch-size", "1", "--json", out, "-q", *extra]
+    return ["keypoints", early, pipe, "--boxes", DETS, "--weights", weights, "--batch-size", "1", "--no-flip", "--json", out, "-q", *extra]
 
 
 def _start(args) -> subprocess.Popen:

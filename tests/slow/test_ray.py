@@ -172,14 +172,14 @@ def test_cli_engine_ray_resumes_after_sigkill(ray_cluster, mspn_weights, tmp_pat
     os.mkfifo(pipe)  # last task, alone in the second block: the first block finishes, the second waits on it
     # The module's cluster, joined by address: a SIGKILLed driver that had started its own
     # cluster would leave its agents (DashboardAgent, RuntimeEnvAgent) running.
-    common = ["keypoints", folder, pipe, "--boxes", DETS, "--weights", mspn_weights, "--engine", "ray",
-              "--ray-address", _address(), "--actors", "1", "--actor-cpus", "1", "-q"]
+    local = ["keypoints", folder, pipe, "--boxes", DETS, "--weights", mspn_weights, "--no-flip", "-q"]
+    common = [*local, "--engine", "ray", "--ray-address", _address(), "--actors", "1", "--actor-cpus", "1"]
     cluster = _cluster_processes()
     assert cluster  # the markers do find the module's cluster
 
-    reference = tmp_path / "ref.json"
+    reference = tmp_path / "ref.json"  # the local engine's bytes, which the resumed Ray run must give
     with fed(pipe):
-        proc = run_mspn(*common, "--json", reference, timeout=300)
+        proc = run_mspn(*local, "--json", reference, timeout=300)
     assert proc.returncode == 0, proc.stderr
 
     out = tmp_path / "out.json"
