@@ -98,6 +98,6 @@ def test_cli_export_mge_where_lite_cannot_run_asks_for_no_verify(tmp_path, detec
     assert_clean_error(proc, code=2)
     assert "--no-verify" in proc.stderr and not target.exists()
     proc = run_mspn("export", "retinanet_res50_coco_3x_800size", "--format", "mge", "--weights", detector_weights,
-                    "-o", target, "--no-verify", env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+                    "-o", target, "--no-verify", "--input-size", "256,256", env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr
     assert target.stat().st_size > 0

@@ -57,13 +57,6 @@ def _export_verified_mge(model, example, names: List[str], verify: bool) -> Tupl
     from mspn_cli.export.verify import verify_mge
     from mspn_cli.runtime.lite_backend import LITE_GRAPH_VARIANTS, load_lite_network
 
-    if verify:
-        from mspn_cli.errors import UsageError
-        from mspn_cli.runtime.lite_probe import lite_runs_here
-
-        if not lite_runs_here():
-            raise UsageError("MegEngine Lite does not run on this CPU, so the .mge graph cannot be verified here; "
-                             "pass --no-verify to write it unchecked")
     problems = []
     for options in LITE_GRAPH_VARIANTS:
         traced = trace_and_dump(model, example, input_name="images", output_names=names, optimize=True, **options)
@@ -122,6 +115,12 @@ def export_command(
         raise UsageError(f"unknown model '{model_name}'; choose {POSE_MODEL} or {DETECTOR_MODEL}")
     batch_size = parse_batch(batch)
     check_output_path(output, overwrite, "export output")
+    if fmt == "mge" and verify:  # said before the network is loaded and traced
+        from mspn_cli.runtime.lite_probe import lite_runs_here
+
+        if not lite_runs_here():
+            raise UsageError("MegEngine Lite does not run on this CPU, so the .mge graph cannot be verified here; "
+                             "pass --no-verify to write it unchecked")
 
     if model_name == POSE_MODEL:
         cfg = load_pose_config(config) if config else load_pose_config()
