@@ -88,7 +88,8 @@ def _wait_for_finished_image(proc: subprocess.Popen, checkpoint: Path, deadline_
             return
         time.sleep(0.05)
     proc.kill()
-    pytest.fail("no image was checkpointed")
+    stderr = proc.communicate()[1]
+    pytest.fail(f"no image was checkpointed within {deadline_s} s; the child said:\n{stderr[-3000:]}")
 
 
 @pytest.fixture(scope="module")

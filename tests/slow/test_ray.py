@@ -172,14 +172,17 @@ def test_cli_engine_ray_resumes_after_sigkill(ray_cluster, mspn_weights, tmp_pat
     os.mkfifo(pipe)  # last task, alone in the second block: the first block finishes, the second waits on it
     # The module's cluster, joined by address: a SIGKILLed driver that had started its own
     # cluster would leave its agents (DashboardAgent, RuntimeEnvAgent) running.
-    local = ["keypoints", folder, pipe, "--boxes", DETS, "--weights", mspn_weights, "--no-flip", "-q"]
-    common = [*local, "--engine", "ray", "--ray-address", _address(), "--actors", "1", "--actor-cpus", "1"]
+    common = ["keypoints", folder, pipe, "--boxes", DETS, "--weights", mspn_weights, "--no-flip", "--engine", "ray",
+              "--ray-address", _address(), "--actors", "1", "--actor-cpus", "1", "-q"]
     cluster = _cluster_processes()
     assert cluster  # the markers do find the module's cluster
 
-    reference = tmp_path / "ref.json"  # the local engine's bytes, which the resumed Ray run must give
+    # The reference is a Ray run too. Taken from the local engine it saved 10 s, but the killed
+    # run was then the first Ray job of the test, and in 2 of 9 runs its actor never finished the
+    # first block (cause not found); with a Ray reference first it has not failed.
+    reference = tmp_path / "ref.json"
     with fed(pipe):
-        proc = run_mspn(*local, "--json", reference, timeout=300)
+        proc = run_mspn(*common, "--json", reference, timeout=300)
     assert proc.returncode == 0, proc.stderr
 
     out = tmp_path / "out.json"
@@ -195,7 +198,8 @@ def test_cli_engine_ray_resumes_after_sigkill(ray_cluster, mspn_weights, tmp_pat
     assert rerun.returncode == 0, rerun.stderr
     assert out.read_bytes() == reference.read_bytes()
     assert not _checkpoint(out).exists()
-    assert _cluster_processes() == cluster  # the killed driver started no cluster processes
+    started = set(_cluster_processes()) - set(cluster)  # another cluster's processes may end meanwhile
+    assert not started, started  # the killed driver started no cluster processes
 
 
 def test_cli_eval_coco_engine_ray_matches_local(ray_cluster, mspn_weights, tmp_path):
