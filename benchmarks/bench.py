@@ -39,7 +39,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ceiling import cpu_name, conv_gflop, describe_sgemm, fastest, lite_works, module_version, peak_rss_mb, sgemm_ceiling
+from ceiling import cpu_name, conv_gflop, describe_sgemm, fastest, module_version, peak_rss_mb, sgemm_ceiling
 from common import DEFAULT_CACHE_DIR, DEFAULT_DATA, report_console, write_json
 
 RANDOM_WEIGHTS_NOTE = "random (seeded) weights: timing only, outputs are meaningless"
@@ -138,11 +138,12 @@ def run_benchmark(args, profile: Profile, console) -> Dict[str, Any]:
         if name not in available:
             raise SystemExit(f"error: backend '{name}' is not available here; available: {', '.join(available)}")
     skipped: Dict[str, str] = {}
-    if "mge-lite" in backends:
-        works, why = lite_works()
+    if "mge-lite" not in available:  # the package's own probe left it out: say why
+        from mspn_cli.runtime.lite_probe import lite_verdict
+
+        works, why = lite_verdict()
         if not works:
             skipped["mge-lite"] = why
-            backends.remove("mge-lite")
             console.print(f"[yellow]mge-lite skipped[/yellow]: {why}")
 
     result: Dict[str, Any] = {

@@ -1,7 +1,6 @@
 """What the machine can do and how the benchmarks count work: the sgemm ceiling, conv GFLOP, timing.
 
     python benchmarks/ceiling.py --sgemm-only 2048     # one sgemm figure (bench.py runs it in a fresh interpreter)
-    python benchmarks/ceiling.py --lite-probe          # MegEngine Lite on a tiny network (bench.py: in a child, with a timeout)
 """
 
 from __future__ import annotations
@@ -169,80 +168,8 @@ def module_version(module: str) -> Optional[str]:
 
 
 
-# MegEngine Lite's JIT can fail on a CPU it does not know (on an AVX-512 AMD EPYC it prints
-# "Xbyak::Error" and the forward never returns), so it is tried on a tiny network in a child
-# process before a benchmark hands it the real ones.
-LITE_PROBE_SECONDS = 90.0
-
-
-def lite_probe() -> None:
-    import tempfile
-
-    from mspn_cli._mge import import_megengine
-
-    import_megengine()
-    import megengine.module as M
-
-    from mspn_cli.export.mge import export_mge
-    from mspn_cli.runtime.lite_backend import load_lite_network
-
-    class Tiny(M.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = M.Conv2d(3, 8, 3, padding=1)
-
-        def forward(self, x):
-            return self.conv(x)
-
-    with tempfile.TemporaryDirectory() as folder:
-        path = export_mge(Tiny(), np.zeros((1, 3, 16, 16), np.float32), Path(folder) / "tiny.mge")
-        load_lite_network(path).run(np.zeros((2, 3, 16, 16), np.float32))
-    print("lite ok")
-
-
-def lite_works() -> Tuple[bool, str]:
-    """(whether MegEngine Lite runs a tiny exported network here, why not).
-
-    Stops at the first "Xbyak::Error" line on the child's stderr (the hang that follows
-    it never ends) or after LITE_PROBE_SECONDS.
-    """
-    import subprocess
-    import threading
-
-    proc = subprocess.Popen([sys.executable, __file__, "--lite-probe"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    jit_error = threading.Event()
-    lines: List[str] = []
-
-    def read_stderr() -> None:
-        for line in proc.stderr:
-            lines.append(line.rstrip())
-            if "Xbyak::Error" in line:
-                jit_error.set()
-                return
-
-    reader = threading.Thread(target=read_stderr, daemon=True)
-    reader.start()
-    deadline = time.monotonic() + LITE_PROBE_SECONDS
-    while proc.poll() is None and not jit_error.is_set() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-        if jit_error.is_set():
-            return False, "its JIT fails on this CPU (Xbyak::Error) and the forward never returns"
-        return False, f"a tiny network did not finish in {LITE_PROBE_SECONDS:.0f} s"
-    reader.join(timeout=5)
-    out = proc.stdout.read()
-    if proc.returncode != 0 or "lite ok" not in out:
-        shown = [line for line in lines if line.strip()]
-        return False, f"a tiny network failed: {shown[-1] if shown else proc.returncode}"
-    return True, ""
-
-
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--sgemm-only":
         print(sgemm_gflops(int(sys.argv[2])))
-    elif sys.argv[1:] == ["--lite-probe"]:
-        lite_probe()
     else:
         raise SystemExit(__doc__)

@@ -20,6 +20,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
+from typing import Tuple
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +53,19 @@ def _cache_file() -> Path:
     return base / f"lite-probe-{mge_version}-{_cpu_identity()}.json"
 
 
-@functools.lru_cache(maxsize=None)
 def lite_runs_here() -> bool:
     """True when a MegEngine Lite forward works on this machine (probed once, cached)."""
+    return lite_verdict()[0]
+
+
+@functools.lru_cache(maxsize=None)
+def lite_verdict() -> Tuple[bool, str]:
+    """(whether a MegEngine Lite forward works on this machine, why not), probed once and cached."""
     cache = _cache_file()
     try:
-        return bool(json.loads(cache.read_text())["runs"])
-    except (OSError, ValueError, KeyError, TypeError):
+        record = json.loads(cache.read_text())
+        return bool(record["runs"]), str(record.get("detail", ""))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
     try:
         proc = subprocess.run([sys.executable, "-m", "mspn_cli.runtime.lite_probe"], capture_output=True, text=True,
@@ -76,7 +83,7 @@ def lite_runs_here() -> bool:
         write_bytes_atomic(cache, json.dumps({"runs": runs, "detail": detail}).encode(), overwrite=True)
     except Exception:  # noqa: BLE001 - an unwritable cache only means probing again next time
         pass
-    return runs
+    return runs, detail
 
 
 def _probe() -> int:
