@@ -168,10 +168,10 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class RayEngineConfig:
-    images_per_block: int = field(metadata=bounded(1, integer=True))
-    max_blocks: int = field(metadata=bounded(1, integer=True))
+    images_per_block: int = field(metadata=bounded(1))
+    max_blocks: int = field(metadata=bounded(1))
     actor_cpus: float = field(metadata=bounded(0.0, open_low=True))
-    local_cpus: int = field(metadata=bounded(0, integer=True))
+    local_cpus: int = field(metadata=bounded(0))
 
 
 @dataclass(frozen=True)
@@ -198,7 +198,7 @@ class TrackingSettings:
     new_track_score: float = field(metadata=bounded(0.0, 1.0))
     match_threshold: float = field(metadata=bounded(0.0, 1.0))
     low_match_threshold: float = field(metadata=bounded(0.0, 1.0))
-    track_buffer: int = field(metadata=bounded(0, 100_000, integer=True))
+    track_buffer: int = field(metadata=bounded(0, 100_000))
     oks_weight: float = field(metadata=bounded(0.0))
     iou_weight: float = field(metadata=bounded(0.0))
     kalman: KalmanSettings
@@ -209,13 +209,13 @@ class OneEuroSettings:
     min_cutoff: float = field(metadata=bounded(0.0, open_low=True))
     beta: float = field(metadata=bounded(0.0))
     d_cutoff: float = field(metadata=bounded(0.0, open_low=True))
-    forget_after: int = field(metadata=bounded(1, 100_000, integer=True))
+    forget_after: int = field(metadata=bounded(1, 100_000))
 
 
 @dataclass(frozen=True)
 class SavgolSettings:
-    window: int = field(metadata=bounded(3, 1001, integer=True))
-    order: int = field(metadata=bounded(0, 10, integer=True))
+    window: int = field(metadata=bounded(3, 1001))
+    order: int = field(metadata=bounded(0, 10))
 
 
 @dataclass(frozen=True)
@@ -237,9 +237,9 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class KeyFrameConfig:
-    det_every: int = field(metadata=bounded(1, integer=True))
+    det_every: int = field(metadata=bounded(1))
     keypoint_confidence: float = field(metadata=bounded(0.0, 1.0))
-    min_keypoints: int = field(metadata=bounded(2, 17, integer=True))
+    min_keypoints: int = field(metadata=bounded(2, 17))
     duplicate_iou: float = field(metadata=bounded(0.0, 1.0, open_low=True))
 
 

@@ -110,9 +110,11 @@ def _key(where: str, name: str) -> str:
 # --------------------------------------------------------------------------- declared ranges
 
 
-def bounded(low: float, high: float = INF, *, open_low: bool = False, integer: bool = False) -> Dict[str, Any]:
-    """Field metadata: the value must lie in [low, high] (or (low, high] with open_low)."""
-    return {"low": low, "high": high, "open_low": open_low, "integer": integer}
+def bounded(low: float, high: float = INF, *, open_low: bool = False) -> Dict[str, Any]:
+    """Field metadata: the value must lie in [low, high] (or (low, high] with open_low).
+
+    Its type is the field's annotation, which `build_section` has enforced already."""
+    return {"low": low, "high": high, "open_low": open_low}
 
 
 def check_declared_bounds(section: Any, where: str = "") -> None:
@@ -127,10 +129,7 @@ def check_declared_bounds(section: Any, where: str = "") -> None:
             _checked_number(value, spec.metadata, key)
 
 
-def _checked_number(value: Any, bounds: Any, key: str) -> None:
-    integer = bounds["integer"]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-        raise ConfigError(f"{key} must be {'an integer' if integer else 'a number'}, got {value!r}")
+def _checked_number(value: float, bounds: Any, key: str) -> None:
     low, high = bounds["low"], bounds["high"]
     below = value <= low if bounds["open_low"] else value < low
     if below or value > high or (isinstance(value, float) and not math.isfinite(value)):
