@@ -45,8 +45,8 @@ def parse_json_text(text: str, where: str, kind: type, expected: str) -> Any:
 
 
 def _position(exc: json.JSONDecodeError) -> str:
-    """"line L, column C: " within text of several lines; "column C: " within one (a JSONL line)."""
-    return f"line {exc.lineno}, column {exc.colno}: " if "\n" in exc.doc.strip() else f"column {exc.colno}: "
+    """"line L, column C: " within a file's text; "column C: " within one JSONL line (which has no newline)."""
+    return f"line {exc.lineno}, column {exc.colno}: " if "\n" in exc.doc else f"column {exc.colno}: "
 
 
 def json_type_name(value: Any) -> str:
