@@ -6,8 +6,10 @@ estimator, in a fixed-size `ActorPoolStrategy` pool, so each model loads once pe
 actor. Actors decode with the project's own reader (`io.sources.read_image`: OpenCV
 BGR, with its alpha and grayscale handling), draw annotated images where they run
 (the output folder is on the shared filesystem the inputs are on), and send back
-result rows; a bad image comes back as a row with its error. The driver turns rows
-into outcomes as blocks arrive, in whatever order; it writes outputs in task order.
+result rows; a bad image comes back as a row with its error. Each actor holds one
+block at a time and a free actor takes the next one, so blocks start in task order and
+a slow block holds back no other. The driver turns rows into outcomes as blocks
+arrive, in whatever order; it writes outputs in task order.
 
 Weights and graphs: the driver builds the pipeline once before the actors start, which
 resolves and verifies the weights and fills the graph cache under $MSPN_HOME; actors
@@ -182,7 +184,11 @@ class RayEngine:
         results = dataset.map_batches(
             PoseActor,
             batch_size=1,  # one group per call
-            compute=ray.data.ActorPoolStrategy(size=self._actor_count(actor_cpus)),
+            # One block in flight per actor. Ray Data's default queues a second block on a busy actor and
+            # lets the actor run its queue out of order, so one slow block (an input on a stalled
+            # filesystem, a pipe) held back a block queued behind it, even the first one, while another
+            # actor sat idle. A free actor now takes the next block, in task order.
+            compute=ray.data.ActorPoolStrategy(size=self._actor_count(actor_cpus), max_tasks_in_flight_per_actor=1),
             num_cpus=actor_cpus,
             batch_format="numpy",
             fn_constructor_kwargs={
