@@ -165,7 +165,6 @@ class EvalConfig:
     source: str = ""
 
 
-
 @dataclass(frozen=True)
 class RayEngineConfig:
     images_per_block: int = field(metadata=bounded(1))
@@ -180,6 +179,7 @@ class ScaleOutConfig:
 
     ray: RayEngineConfig
     source: str = ""
+
 
 # --------------------------------------------------------------------------- tracking.toml
 

@@ -98,6 +98,13 @@ def unreadable_reason(exc: OSError) -> str:
     return next((reason for kind, reason in _UNREADABLE if isinstance(exc, kind)), f"cannot read ({exc.strerror or exc})")
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, for a one-line report (MegEngine, onnxruntime
+    and Ray append C++ traces or wrapped tracebacks); the exception's type when it has none."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 def interrupt_exit_code(exc: BaseException) -> int:
     """The exit code of an interruption: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
     return getattr(exc, "exit_code", EXIT_INTERRUPTED)

@@ -53,7 +53,8 @@ def _output_names(model_name: str, levels: int) -> List[str]:
 def _export_verified_mge(model, example, names: List[str], verify: bool) -> Tuple[bytes, Optional[float]]:
     """The fastest .mge variant that MegEngine Lite runs correctly (NCHW88 first)."""
     from mspn_cli.errors import ExportError
-    from mspn_cli.export.trace import first_line, trace_and_dump
+    from mspn_cli.errors import first_line
+    from mspn_cli.export.trace import trace_and_dump
     from mspn_cli.export.verify import verify_mge
     from mspn_cli.runtime.lite_backend import LITE_GRAPH_VARIANTS, load_lite_network
 

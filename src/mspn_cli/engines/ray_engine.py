@@ -32,7 +32,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from mspn_cli.errors import MspnError, UsageError
+from mspn_cli.errors import MspnError, UsageError, first_line
 from mspn_cli.io.result_rows import outcome_from_row, outcome_to_row
 from mspn_cli.io.tasks import ImageOutcome, ImageTask
 from mspn_cli.settings import RunSettings
@@ -152,7 +152,7 @@ class RayEngine:
                 ray.init(address=address, **quiet)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise UsageError(f"cannot connect to the Ray cluster at --ray-address {self.options.ray_address}: "
-                             f"{_first_line(exc)}") from None
+                             f"{first_line(exc)}") from None
         finally:  # Ray installs its own SIGTERM handler in the driver; ours keeps finished work
             for name, handler in saved.items():
                 signal.signal(getattr(signal, name), handler)
@@ -227,11 +227,6 @@ def _absolute(path: Optional[Path]) -> Optional[str]:
     return None if path is None else str(Path(path).resolve())
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
-
-
 def _user_error(exc: BaseException) -> MspnError:
     """The package error an actor raised (Ray wraps it), or one line saying what Ray reported."""
     seen = set()
@@ -241,4 +236,4 @@ def _user_error(exc: BaseException) -> MspnError:
         if isinstance(current, MspnError):
             return current
         current = getattr(current, "cause", None) or current.__cause__
-    return MspnError(f"the Ray engine failed: {_first_line(exc)}")
+    return MspnError(f"the Ray engine failed: {first_line(exc)}")

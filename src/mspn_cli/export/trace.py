@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 
 from mspn_cli._mge import import_megengine, silenced_stderr
-from mspn_cli.errors import ExportError
+from mspn_cli.errors import ExportError, first_line
 
 
 def flatten_outputs(outputs) -> List[Any]:
@@ -129,10 +129,3 @@ def _on_dump_device(model) -> Iterator[None]:
         mge.set_default_device(previous_default)
         for tensor, device in moved:
             tensor._reset(tensor.to(device.split(":")[0]))
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (MegEngine appends C++ traces)."""
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-

@@ -7,7 +7,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from mspn_cli.errors import UsageError
+from mspn_cli.errors import UsageError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def create_backend(name: str, model, device: str = "cpu", **options) -> Backend:
         if not _AVAILABLE[candidate](device):
             continue
         if failed is not None:
-            log.warning("backend '%s' could not start (%s); falling back to '%s'", failed[0], _first_line(failed[1]), candidate)
+            log.warning("backend '%s' could not start (%s); falling back to '%s'", failed[0], first_line(failed[1]), candidate)
         try:
             return _FACTORIES[candidate](model, device=device, **options)
         except (MemoryError, KeyboardInterrupt):
@@ -97,10 +97,6 @@ def create_backend(name: str, model, device: str = "cpu", **options) -> Backend:
     if failed is None:
         raise UsageError(f"no inference backend is available on device '{device}'")
     raise failed[1]
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def as_output_list(outputs) -> List[np.ndarray]:

@@ -18,7 +18,7 @@ from mspn_cli._mge import import_megengine, silenced_stderr
 from mspn_cli.errors import ExportError, UsageError
 from mspn_cli.export.cache import discard, exported_graph
 from mspn_cli.export.specs import InputSpec
-from mspn_cli.export.trace import first_line
+from mspn_cli.errors import first_line
 from mspn_cli.export.verify import verify_mge
 from mspn_cli.runtime.base import optional_import, register_backend, usable_cpus
 from mspn_cli.runtime.exported import ExportedGraphBackend

@@ -42,7 +42,7 @@ from mspn_cli.export.onnx.ops_elementwise import ElementwiseOps
 from mspn_cli.export.onnx.ops_pool import PoolOps
 from mspn_cli.export.onnx.ops_shape import ShapeOps
 from mspn_cli.export.specs import axis_names
-from mspn_cli.export.trace import first_line
+from mspn_cli.errors import first_line
 
 DynamicAxes = Mapping[str, Union[Mapping[int, str], Sequence[int]]]
 
