@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Iterable, Sequence, Type, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from mspn_cli.errors import ConfigError
+from mspn_cli.errors import ConfigError, unreadable_reason
 
 if sys.version_info >= (3, 11):  # pragma: no cover
     import tomllib
@@ -46,7 +46,7 @@ def read_toml(path: Union[str, Path]) -> Dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        raise ConfigError(f"config file {path}: {unreadable_reason(exc)}") from None
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 
+import pytest
+
 from mspn_cli.errors import first_line, unreadable_reason
 
 
@@ -22,3 +24,18 @@ def test_unreadable_reason_names_the_common_cases_and_keeps_the_rest():
     assert unreadable_reason(IsADirectoryError(errno.EISDIR, "Is a directory")) == "is a folder, not a file"
     assert unreadable_reason(PermissionError(errno.EACCES, "Permission denied")) == "permission denied"
     assert unreadable_reason(OSError(errno.EIO, "Input/output error")) == "cannot read (Input/output error)"
+
+
+def test_an_unreadable_config_file_gets_the_shared_wording(tmp_path, monkeypatch):
+    from mspn_cli import config_checks
+    from mspn_cli.errors import ConfigError
+
+    config = tmp_path / "pose.toml"
+    config.write_text("[model]\n")
+
+    def refused(*args, **kwargs):  # as a permission bit would, for any user (the tests may run as root)
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(config_checks, "open", refused, raising=False)
+    with pytest.raises(ConfigError, match=r"config file .*pose\.toml: permission denied$"):
+        config_checks.read_toml(config)
