@@ -142,6 +142,11 @@ ACTOR_CPUS = typer.Option(
     None, "--actor-cpus", min=0.01, help="--engine ray: CPUs per actor, which are its inference threads (default 2)."
 )
 
+ACTOR_GPUS = typer.Option(
+    None, "--actor-gpus", min=0.01,
+    help="--engine ray with --device cuda: GPUs per actor (Ray num_gpus; 1 = one actor per GPU, 0.5 = two share one).",
+)
+
 
 def run_settings(
     *, weights: Optional[str] = None, config: Optional[Path] = None, detector_weights: Optional[str] = None,
@@ -171,7 +176,8 @@ SETTINGS_OPTIONS = {
 
 
 ENGINE_OPTIONS = (("engine", str, ENGINE), ("ray_address", str, RAY_ADDRESS),
-                  ("actors", Optional[int], ACTORS), ("actor_cpus", Optional[float], ACTOR_CPUS))
+                  ("actors", Optional[int], ACTORS), ("actor_cpus", Optional[float], ACTOR_CPUS),
+                  ("actor_gpus", Optional[float], ACTOR_GPUS))
 
 
 def _resolved(parameter: inspect.Parameter, command: Callable[..., Any]) -> inspect.Parameter:
@@ -222,7 +228,8 @@ def with_engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
     def build(values, _others):
         from mspn_cli.engines import EngineOptions
 
-        return EngineOptions(values["engine"], values["ray_address"], values["actors"], values["actor_cpus"])
+        return EngineOptions(values["engine"], values["ray_address"], values["actors"], values["actor_cpus"],
+                             values["actor_gpus"])
 
     return _inject(ENGINE_OPTIONS, "engine_options", build)(command)
 

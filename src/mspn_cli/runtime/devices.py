@@ -47,3 +47,13 @@ def single_device(device: str) -> str:
             "keypoints over several GPUs: one `--shard K/N --device cuda:K` process each, or --engine ray --actor-gpus)"
         )
     return device
+
+
+def worker_devices(device: str, workers: int) -> List[str]:
+    """The device of each of `workers` local worker processes: GPUs of a list in turn, else `device` for all.
+
+    `cuda:0,1` with 1 worker -> one worker per GPU; with 4 workers -> cuda:0, cuda:1, cuda:0, cuda:1.
+    """
+    devices = cuda_devices(device) if is_cuda_device(device) else [device]
+    count = workers if workers > 1 else len(devices)
+    return [devices[k % len(devices)] for k in range(count)]

@@ -18,7 +18,7 @@ import numpy as np
 
 from mspn_cli.errors import UsageError
 from mspn_cli.runtime.base import Backend, optional_import, usable_cpus
-from mspn_cli.runtime.devices import cuda_devices, is_cuda_device
+from mspn_cli.runtime.devices import cuda_devices, is_cuda_device, single_device
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,7 @@ def check_torch_device(device: str, precision: str = "fp32") -> str:
         return "cpu"
     if not is_cuda_device(text):
         raise UsageError(f"the torch backend runs on cpu or cuda[:N], not '{device}'")
-    devices = cuda_devices(text)
-    if len(devices) != 1:
-        raise UsageError(f"one network runs on one GPU; got --device {device}")
+    devices = cuda_devices(single_device(text))
     torch = _import_torch()
     if not torch.cuda.is_available():
         built = getattr(torch.version, "cuda", None)
