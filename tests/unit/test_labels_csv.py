@@ -33,11 +33,11 @@ def test_categories_are_cocos_person_category_with_its_1_based_skeleton():
 
 
 def test_visibility_is_2_where_the_confidence_reaches_the_threshold_else_0_at_the_origin():
-    confidences = [0.5] * 17
-    confidences[3] = 0.29  # below
+    confidences = [0.75] * 17
+    confidences[3] = 0.49  # below
     confidences[4] = 0.0
-    confidences[5] = 0.3  # reaches exactly
-    annotation = label_annotation(_record(confidences), 7, 1, kpt_thr=0.3)
+    confidences[5] = 0.5  # reaches it exactly (1.5 - 1.0 is exact in binary)
+    annotation = label_annotation(_record(confidences), 7, 1, kpt_thr=0.5)
     triples = [annotation["keypoints"][3 * j:3 * j + 3] for j in range(17)]
     assert triples[3] == [0, 0, 0] and triples[4] == [0, 0, 0]
     assert triples[5] == [15.5, 25.25, 2] and triples[0] == [10.5, 20.25, 2]
