@@ -104,7 +104,7 @@ def run_planned_images(tasks: Sequence[ImageTask], settings: RunSettings, need_d
     writer = ImageResultsWriter(None if shard else json_out, jsonl, annotated, draw=annotation_drawer(**drawing))
     labels_out, csv_out = tables
     datasets = DatasetOutputs(labels_out, csv_out, kpt_thr,
-                              labels_info(settings, kpt_thr, need_detector) if labels_out is not None else None)
+                              lambda: labels_info(settings, kpt_thr, need_detector))
     shard_rows: List[dict] = []
 
     def accept(outcome: ImageOutcome, row: Optional[dict] = None) -> None:

@@ -56,7 +56,7 @@ def run_with_videos(items: Sequence[Any], settings, video_settings, output: Opti
     totals = _Totals()
     labels_out, csv_out = tables
     totals.datasets = DatasetOutputs(labels_out, csv_out, style["kpt_thr"],
-                                     labels_info(settings, style["kpt_thr"], True) if labels_out is not None else None,
+                                     lambda: labels_info(settings, style["kpt_thr"], True),
                                      video=True)
     interrupted: Optional[BaseException] = None
     try:

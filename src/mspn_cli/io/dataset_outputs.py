@@ -10,7 +10,7 @@ unfinished, so the rerun replaces them without --overwrite.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from mspn_cli.io.csv_rows import CsvRowsWriter
 from mspn_cli.io.labels import CocoKeypointLabels, creation_date
@@ -69,9 +69,12 @@ class DatasetOutputs:
     """The --labels dataset and the --csv table of one run (either may be absent)."""
 
     def __init__(self, labels: Optional[PathLike], csv: Optional[PathLike], kpt_thr: float,
-                 info: Optional[Mapping[str, Any]] = None, video: bool = False):
+                 info: Union[Mapping[str, Any], Callable[[], Mapping[str, Any]], None] = None, video: bool = False):
+        """`info` may be a function, called when the labels are written: a first run downloads its weights
+        only after this object is made, and their sha256 is known only then."""
         self.labels_path = None if labels is None else Path(labels)
-        self.labels = CocoKeypointLabels(kpt_thr, info) if labels is not None else None
+        self.info = info
+        self.labels = CocoKeypointLabels(kpt_thr) if labels is not None else None
         self.csv = CsvRowsWriter(csv, video=video) if csv is not None else None
 
     @property
@@ -101,6 +104,7 @@ class DatasetOutputs:
         """Write both; returns one line per file written, for the summary."""
         said = []
         if self.labels is not None:
+            self.labels.info = dict((self.info() if callable(self.info) else self.info) or {})
             count = self.labels.write(self.labels_path)
             said.append(f"wrote {count} labelled person(s) in {len(self.labels.images)} image(s) to {self.labels_path}")
         if self.csv is not None:
