@@ -115,6 +115,17 @@ ANN = typer.Option(
 JSON_OUT = typer.Option(None, "--json", help="Write COCO results to this JSON file ('-' for stdout).")
 JSONL = typer.Option(False, "--jsonl", help="Stream one JSON line per image (or frame) to stdout as each finishes.")
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace existing output files (an input is never replaced).")
+LABELS = typer.Option(
+    None, "--labels", metavar="OUT.json",
+    help="Also write the predictions as a COCO keypoint dataset (images, categories, annotations with visibility "
+    "2 where a joint's confidence reaches --kpt-thr, else 0) that CVAT, FiftyOne or pycocotools import as labels.",
+    show_default=False,
+)
+CSV_OUT = typer.Option(
+    None, "--csv", metavar="OUT.csv",
+    help="Also write one CSV row per person (image, box, score, x/y/confidence of each named joint), streamed as images finish.",
+    show_default=False,
+)
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar or summary; errors only.")
 SUMMARY = typer.Option(None, "--summary", help="Also write the 10 stats, settings and counts to this JSON file. Default: none.")
 KPT_THR = typer.Option(
@@ -125,7 +136,7 @@ KPT_THR = typer.Option(
 # -- scale-out: resume, shards, engines --------------------------------------------
 RESUME = typer.Option(
     True, "--resume/--no-resume",
-    help="With --json OUT, finished images are kept in OUT.partial.jsonl; rerunning the same command continues "
+    help="With --json OUT (else --labels or --csv OUT), finished images are kept in OUT.partial.jsonl; rerunning the same command continues "
     "from it (a checkpoint of other settings is refused). --no-resume starts over.",
 )
 SHARD = typer.Option(
