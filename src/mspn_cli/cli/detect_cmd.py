@@ -23,7 +23,7 @@ def detect_command(
         None, "-o", "--output", help="COCO detection results JSON ('-' for stdout, the default). Feeds `keypoints --boxes` and `eval-coco --dets`."
     ),
     jsonl: bool = opt.JSONL,
-    vis: Optional[Path] = typer.Option(None, "--vis", help="Folder for images with the person boxes drawn (created if its parent exists)."),
+    vis: Optional[Path] = typer.Option(None, "--vis", help="Folder for images with the person boxes drawn (created if missing)."),
     recursive: bool = opt.RECURSIVE,
     overwrite: bool = opt.OVERWRITE,
     fail_fast: bool = opt.FAIL_FAST,

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from mspn_cli.engines import EngineOptions
 
 OUTPUT = typer.Option(
-    None, "-o", "--output", help="Annotated output: a file for one input (image, or .mp4/.webm/.mkv/.avi/.mov video), else a folder (created if its parent exists): <stem>_pose.jpg per photo, <stem>_pose.mp4 per video."
+    None, "-o", "--output", help="Annotated output: a file for one input (image, or .mp4/.webm/.mkv/.avi/.mov video), else a folder (created if missing): <stem>_pose.jpg per photo, <stem>_pose.mp4 per video."
 )
 
 
