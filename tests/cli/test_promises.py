@@ -147,3 +147,36 @@ def test_fail_fast_keeps_the_results_finished_before_the_bad_input(tmp_path, msp
                     "--weights", mspn_weights, "--json", first_bad, "--fail-fast", "-q")
     assert_clean_error(proc, 3)
     assert not first_bad.exists() and not first_bad.with_name(first_bad.name + ".partial.jsonl").exists()
+
+
+# -- the README and the code agree ---------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_max_frames_counts_per_video_as_the_readme_says(tmp_path, mspn_weights, eager_detector_weights):
+    from tests.cli.test_video_cli import make_clip, networks
+
+    assert "`--max-frames N` stops each video" in README.read_text()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_clip(folder / "a.avi", frames=5)
+    make_clip(folder / "b.avi", frames=5)
+    proc = run_mspn("keypoints", folder, "--json", f"{tmp_path / 'js'}/", "--max-frames", "2", "--max-persons", "1",
+                    *networks(mspn_weights, eager_detector_weights))
+    assert proc.returncode == 0, proc.stderr
+    assert "done: 2 video(s) (4 frames)" in proc.stderr
+    for name in ("a.json", "b.json"):
+        assert sorted({r["frame_index"] for r in load_json(tmp_path / "js" / name)}) == [0, 1]
+
+
+def test_detect_jsonl_lines_have_the_keys_the_readme_gives(tmp_path, eager_detector_weights):
+    from tests.conftest import IMAGES
+
+    documented = re.search(r"`detect` the same with its boxes under `\"(\w+)\"`", README.read_text())
+    assert documented, "the README documents detect's --jsonl line"
+    proc = run_mspn("detect", IMAGES / "cameraman_grayscale.png", "--jsonl", "--det-size", "128",
+                    "--detector-weights", eager_detector_weights)
+    assert proc.returncode == 0, proc.stderr
+    line = json.loads(proc.stdout.splitlines()[0])
+    assert list(line) == ["image_id", "file_name", "path", documented.group(1)]

@@ -114,7 +114,7 @@ def resolve_weights(
 
 def missing_weight_files(also: Optional[WeightsConfig] = None) -> List[str]:
     """File names of the packaged models' weights (and of `also`) that are not in the cache."""
-    configs = [wcfg for _, wcfg in known_weights()] + ([also] if also is not None else [])
+    configs = ([also] if also is not None else []) + [wcfg for _, wcfg in known_weights()]  # the one asked for first
     names: List[str] = []
     for wcfg in configs:
         if wcfg.filename not in names and not cached_path(wcfg).is_file():
