@@ -215,7 +215,7 @@ def _interrupted_with_images(inputs, out: Path, vis: Path, weights) -> None:
     with fed(inputs[1]):
         _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 143, stderr
-    assert out.exists() and _checkpoint(out).exists() and any(vis.iterdir())
+    assert out.exists() and _checkpoint(out).exists() and any(vis.iterdir()), stderr
 
 
 def test_every_refusal_after_sigterm_changes_nothing_and_the_run_still_resumes(inputs, mspn_weights, reference, tmp_path):
@@ -239,7 +239,7 @@ def test_every_refusal_after_sigterm_changes_nothing_and_the_run_still_resumes(i
     no_weights = run_mspn(*_args(inputs, out, tmp_path / "absent.pkl", "-o", vis, "--no-resume"))
     assert_clean_error(no_weights, 4)
 
-    bad_option = run_mspn(*_args(inputs, out, mspn_weights, "-o", vis, "--kpt-thr", "7"))
+    bad_option = run_mspn(*_args(inputs, out, mspn_weights, "-o", vis, "--shard", "3/2"))
     assert_clean_error(bad_option, 2)
     assert _snapshot(tmp_path) == before  # bytes and mtimes, the checkpoint included
 
