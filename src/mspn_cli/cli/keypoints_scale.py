@@ -93,10 +93,8 @@ def run_planned_images(tasks: Sequence[ImageTask], settings: RunSettings, need_d
 
     writer = ImageResultsWriter(None if shard else json_out, outputs.jsonl, annotated, draw=annotation_drawer(**drawing))
     shard_rows: List[dict] = []
-    checkpointed = len(resumed)
 
     def accept(outcome: ImageOutcome, row: Optional[dict] = None) -> None:
-        nonlocal checkpointed
         fresh = row is None
         row = outcome_to_row(outcome) if fresh else row
         shard_rows.append(row)
@@ -110,7 +108,6 @@ def run_planned_images(tasks: Sequence[ImageTask], settings: RunSettings, need_d
         report.persons += len(outcome.records)
         if fresh and checkpoint is not None:
             checkpoint.append(row)
-            checkpointed += 1
 
     by_index = {task.index: task for task in tasks}
     progress, task_bar = make_progress(len(tasks), outputs.quiet, "keypoints")
@@ -137,6 +134,7 @@ def run_planned_images(tasks: Sequence[ImageTask], settings: RunSettings, need_d
             checkpoint.close()
 
     if stopped is not None:
+        checkpointed = checkpoint is not None and checkpoint.holds_entries()
         _stop_in_order(stopped, outputs, writer, shard, checkpoint if checkpointed else None)
         if checkpoint is not None and not checkpointed:
             checkpoint.discard()  # a checkpoint holding nothing is not left behind

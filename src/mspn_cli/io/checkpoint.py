@@ -169,6 +169,15 @@ class JsonlCheckpoint:
             return None
         return header if isinstance(header, dict) and header.get("format") == self.format_name else None
 
+    def holds_entries(self) -> bool:
+        """Whether the file on disk has a complete line after its header (read back, so a stop that
+        lands in the middle of an append is judged by what reached the file)."""
+        try:
+            with open(self.path, "rb") as handle:
+                return handle.read().count(b"\n") >= 2
+        except OSError:
+            return False
+
     def open(self) -> None:
         """Open for appending: a torn tail found by `load_entries` is cut off, a torn header starts a fresh file."""
         try:
