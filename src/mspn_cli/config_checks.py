@@ -49,6 +49,12 @@ def read_toml(path: Union[str, Path]) -> Dict[str, Any]:
         raise ConfigError(f"config file {path}: {unreadable_reason(exc)}") from None
 
 
+def _shown(value: Any, limit: int = 40) -> str:
+    """A value in a one-line refusal: its repr, shortened when it is long (a table or list pasted by mistake)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     origin = get_origin(annotation)
     if dataclasses.is_dataclass(annotation):
@@ -57,12 +63,12 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         return build_section(annotation, value, where)
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a table, got {value!r}")
+            raise ConfigError(f"{where}: expected a table, got {_shown(value)}")
         value_type = get_args(annotation)[1]
         return {key: _coerce(item, value_type, f"{where}.{key}") for key, item in value.items()}
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {_shown(value)}")
         args = get_args(annotation)
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
@@ -71,19 +77,19 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
     if annotation is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+            raise ConfigError(f"{where}: expected true/false, got {_shown(value)}")
         return value
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {_shown(value)}")
         return value
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {_shown(value)}")
         return float(value)
     if annotation is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+            raise ConfigError(f"{where}: expected a string, got {_shown(value)}")
         return value
     return value
 
@@ -134,7 +140,7 @@ def _checked_number(value: float, bounds: Any, key: str) -> None:
     below = value <= low if bounds["open_low"] else value < low
     if below or value > high or (isinstance(value, float) and not math.isfinite(value)):
         interval = f"{'(' if bounds['open_low'] else '['}{low}, {high if high != INF else 'inf'}]"
-        raise ConfigError(f"{key} must be in {interval}, got {value!r}")
+        raise ConfigError(f"{key} must be in {interval}, got {_shown(value)}")
 
 
 # --------------------------------------------------------------------------- rules across fields
@@ -156,7 +162,7 @@ class _Checker:
         self.source = str(source)
 
     def fail(self, key: str, rule: str, value: Any) -> None:
-        raise ConfigError(f"{self.source}: {key} {rule}, got {value!r}")
+        raise ConfigError(f"{self.source}: {key} {rule}, got {_shown(value)}")
 
     def finite(self, key: str, value: float) -> None:
         if not math.isfinite(value):

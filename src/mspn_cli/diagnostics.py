@@ -144,7 +144,7 @@ def check_backends() -> Dict[str, Any]:
 
 def check_weights() -> Dict[str, Any]:
     """Cached official weights, hashed for real (no digest index: this is the check)."""
-    from mspn_cli.weights import cached_path, known_weights, mspn_home, sha256_file
+    from mspn_cli.weights import cached_path, known_weights, mspn_home, pinned_sha256_mismatch, sha256_file
 
     report: Dict[str, Any] = {"home": str(mspn_home()), "models": [], "problem": None}
     try:
@@ -167,6 +167,7 @@ def check_weights() -> Dict[str, Any]:
                 entry["problem"] = str(exc)
             if entry["sha256"] and entry["sha256_expected"]:
                 entry["sha256_matches"] = entry["sha256"] == entry["sha256_expected"]
+                entry["problem"] = pinned_sha256_mismatch(path, entry["sha256"], wcfg)  # the line a run refuses with
         report["models"].append(entry)
     return report
 
@@ -203,6 +204,8 @@ def diagnose(offline: bool, timeout: float, extra_urls: List[str]) -> Dict[str, 
         problems.append(f"backends: {backends['problem']}")
     if weights["problem"]:
         problems.append(f"weights: {weights['problem']}")
+    # A cached file that is not the one its config pins: every run would refuse it (exit 4).
+    problems += [entry["problem"] for entry in weights["models"] if entry["sha256_matches"] is False]
     return {
         "mspn_cli": __version__,
         "python_executable": sys.executable,

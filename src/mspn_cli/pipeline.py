@@ -85,8 +85,9 @@ class PosePipeline:
                   records: bool = True) -> Iterator[ImageOutcome]:
         """Planned image tasks in, one `ImageOutcome` per task out (failures included).
 
-        Outcomes of failed tasks may come before those of earlier tasks still in a batch;
-        `outcome.task.index` gives the order to write them in.
+        Outcomes come in task order: a failed task (found while decoding ahead) waits until
+        the results of the tasks before it are out, so a run stopped at it (--fail-fast)
+        has every earlier result. `outcome.task.index` gives the order to write them in.
         """
         failed: Deque[ImageOutcome] = collections.deque()
         notes = {}
@@ -124,9 +125,11 @@ class PosePipeline:
                 yield PipelineItem(task, image, given)
 
         for task_image, result in self._run_keeping_images(items(), keep_image):
-            while failed:
-                yield failed.popleft()
             task, image = task_image
+            earlier = sorted((o for o in failed if o.task.index < task.index), key=lambda o: o.task.index)
+            for outcome in earlier:
+                failed.remove(outcome)
+                yield outcome
             outcome = ImageOutcome(task, result=result, image=image, image_size=sizes.pop(task.index, None))
             outcome.notes.extend(decode_notes.pop(task.index, ()))
             if task.index in notes:
@@ -137,8 +140,7 @@ class PosePipeline:
                 else:
                     outcome.records = result.to_records(task.image_id, task.file_name, extra={"path": task.path})
             yield outcome
-        while failed:
-            yield failed.popleft()
+        yield from sorted(failed, key=lambda o: o.task.index)
 
     def _run_keeping_images(self, items: Iterator[PipelineItem], keep_image) -> Iterator[Tuple[Tuple[ImageTask, Any], PoseResult]]:
         def keyed():

@@ -196,6 +196,13 @@ def verify(a: Assets, *extra) -> List[str]:
 
 
 
+def _file_in(folder: Path) -> Path:
+    """A plain file where an output folder is asked for."""
+    path = folder / "afile"
+    path.write_text("x")
+    return path
+
+
 CASES = [
     # --- images through `keypoints --boxes` (a network is built, so these cost ~7 s each)
     Case("kp-missing-image-json", lambda a, w: kp(a, w / "000000000785.jpg", "--boxes", a["boxes"], "--json", w / "out.json"), 3,
@@ -210,10 +217,11 @@ CASES = [
          output="out.json", says="truncated PNG"),
     # --- checked before any network is built
     Case("kp-empty-folder", lambda a, w: kp(a, a["empty_dir"], "--boxes", a["boxes"], "--json", w / "out.json"), 3, output="out.json"),
-    Case("kp-json-into-missing-folder", lambda a, w: kp(a, a["good"], "--boxes", a["boxes"], "--json", w / "nope" / "out.json"), 3,
-         output="nope/out.json"),
-    Case("kp-image-into-missing-folder", lambda a, w: kp(a, a["good"], "--boxes", a["boxes"], "-o", w / "nope" / "out.jpg"), 3,
-         output="nope/out.jpg"),
+    # A missing output folder is created (tests/cli/test_promises.py); a file where it should be is refused.
+    Case("kp-json-under-a-file", lambda a, w: kp(a, a["good"], "--boxes", a["boxes"], "--json", _file_in(w) / "out.json"), 2,
+         output="afile/out.json", says="is a file, not a folder"),
+    Case("kp-image-under-a-file", lambda a, w: kp(a, a["good"], "--boxes", a["boxes"], "-o", _file_in(w) / "out.jpg"), 2,
+         output="afile/out.jpg", says="is a file, not a folder"),
     # An unmatched image (zero persons) and a box outside the image (dropped, reported) are no longer
     # bad inputs: tests/cli/test_given_boxes.py. An output onto an input is a usage error (2).
     Case("kp-output-is-input", lambda a, w: kp(a, a["good"], "--boxes", a["boxes"], "-o", a["good"]), 2, keep=lambda a, w: a["good"]),
@@ -259,7 +267,7 @@ CASES = [
     Case("vis-truncated-jpeg", lambda a, w: vis(a, a["truncated"], "-o", w / "out.jpg"), 3, output="out.jpg"),
     Case("vis-huge-png-header", lambda a, w: vis(a, a["huge"], "-o", w / "out.jpg"), 3, output="out.jpg"),
     Case("vis-folder-as-image", lambda a, w: vis(a, a["empty_dir"], "-o", w / "out.jpg"), 3, output="out.jpg"),
-    Case("vis-into-missing-folder", lambda a, w: vis(a, a["good"], "-o", w / "nope" / "out.jpg"), 3, output="nope/out.jpg"),
+    Case("vis-under-a-file", lambda a, w: vis(a, a["good"], "-o", _file_in(w) / "out.jpg"), 2, output="afile/out.jpg"),
     Case("vis-output-is-input", lambda a, w: vis(a, a["good"], "-o", a["good"]), 2, keep=lambda a, w: a["good"]),
     Case("vis-output-is-input-overwrite", lambda a, w: vis(a, a["good"], "-o", a["good"], "--overwrite"), 2,
          keep=lambda a, w: a["good"], says="is one of the inputs"),
@@ -269,7 +277,7 @@ CASES = [
          output="out.jpg"),
     # --- detect
     Case("detect-empty-folder", lambda a, w: detect(a, a["empty_dir"], "-o", w / "dets.json"), 3, output="dets.json"),
-    Case("detect-into-missing-folder", lambda a, w: detect(a, a["good"], "-o", w / "nope" / "dets.json"), 3, output="nope/dets.json"),
+    Case("detect-under-a-file", lambda a, w: detect(a, a["good"], "-o", _file_in(w) / "dets.json"), 2, output="afile/dets.json"),
     Case("detect-zero-byte-image", lambda a, w: detect(a, a["zero"], "-o", w / "dets.json"), 3, output="dets.json"),
     Case("detect-jpeg-cut-to-two-thirds", lambda a, w: detect(a, a["jpeg_two_thirds"], "-o", w / "dets.json", "--vis", w / "vis"), 3,
          output="dets.json", says="truncated JPEG"),

@@ -121,10 +121,12 @@ def test_bad_video_and_det_size(tmp_path, detector_weights, mspn_weights):
         proc = run_mspn("detect", IMAGES / "cameraman_grayscale.png", "--det-size", bad,
                         "--detector-weights", detector_weights)
         assert_clean_error(proc, code=2)
-    proc = run_mspn("detect", IMAGES / "cameraman_grayscale.png", "-o", tmp_path / "missing" / "d.json",
+    # A missing output folder is created (README); a file where the folder should be is refused before work.
+    (tmp_path / "afile").write_text("x")
+    proc = run_mspn("detect", IMAGES / "cameraman_grayscale.png", "-o", tmp_path / "afile" / "d.json",
                     "--detector-weights", detector_weights)
-    assert_clean_error(proc, code=3)
-    assert not (tmp_path / "missing").exists()
+    assert_clean_error(proc, code=2)
+    assert (tmp_path / "afile").read_text() == "x"
 
 
 def test_official_weights_offline_say_where_to_put_them(tmp_path):

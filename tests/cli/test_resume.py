@@ -195,3 +195,66 @@ def test_engine_ray_without_ray_says_how_to_install_it(tmp_path, mspn_weights):
     assert_clean_error(proc, 2)
     assert "pip install 'mspn-cli[ray]'" in proc.stderr
     assert not (tmp_path / "out.json").exists()
+
+
+def _snapshot(*roots: Path) -> dict:
+    """Every file under `roots`: its bytes and mtime_ns (what a refused run must leave alone)."""
+    files = {}
+    for root in roots:
+        for path in sorted([root] if root.is_file() else root.rglob("*")):
+            if path.is_file():
+                files[str(path)] = (path.read_bytes(), path.stat().st_mtime_ns)
+    return files
+
+
+def _interrupted_with_images(inputs, out: Path, vis: Path, weights) -> None:
+    """A run with --json and -o stopped by SIGTERM after its checkpoint holds a finished image."""
+    proc = _start(_args(inputs, out, weights, "-o", vis))
+    _wait_for_finished_image(proc, _checkpoint(out))
+    proc.send_signal(signal.SIGTERM)
+    with fed(inputs[1]):
+        _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 143, stderr
+    assert out.exists() and _checkpoint(out).exists() and any(vis.iterdir()), stderr
+
+
+def test_every_refusal_after_sigterm_changes_nothing_and_the_run_still_resumes(inputs, mspn_weights, reference, tmp_path):
+    out, vis = tmp_path / "out.json", tmp_path / "vis"
+    _interrupted_with_images(inputs, out, vis, mspn_weights)
+    before = _snapshot(tmp_path)
+
+    other_settings = run_mspn(*_args(inputs, out, mspn_weights, "-o", vis, "--flip"))
+    assert_clean_error(other_settings, 2)
+    line = other_settings.stderr.strip()
+    assert "\n" not in line and len(line) < 300 and "flip: off → on" in line, line  # one line naming the change
+
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / f"{Path(EARLY[0]).stem}_pose.jpg").write_bytes(b"not this run's")
+    before = _snapshot(tmp_path)
+    foreign_images = run_mspn(*_args(inputs, out, mspn_weights, "-o", taken, "--no-resume"))
+    assert_clean_error(foreign_images, 2)
+    assert "already exists" in foreign_images.stderr
+
+    no_weights = run_mspn(*_args(inputs, out, tmp_path / "absent.pkl", "-o", vis, "--no-resume"))
+    assert_clean_error(no_weights, 4)
+
+    bad_option = run_mspn(*_args(inputs, out, mspn_weights, "-o", vis, "--shard", "3/2"))
+    assert_clean_error(bad_option, 2)
+    assert _snapshot(tmp_path) == before  # bytes and mtimes, the checkpoint included
+
+    with fed(inputs[1]):
+        resumed = run_mspn(*[a for a in _args(inputs, out, mspn_weights, "-o", vis) if a != "-q"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed:" in resumed.stderr
+    assert out.read_bytes() == reference and not _checkpoint(out).exists()
+
+
+def test_no_resume_restarts_an_interrupted_run_replacing_its_own_images(inputs, mspn_weights, reference, tmp_path):
+    out, vis = tmp_path / "out.json", tmp_path / "vis"
+    _interrupted_with_images(inputs, out, vis, mspn_weights)
+    with fed(inputs[1]):
+        restarted = run_mspn(*_args(inputs, out, mspn_weights, "-o", vis, "--no-resume"))
+    assert restarted.returncode == 0, restarted.stderr  # was: exit 2 "output image ... already exists", checkpoint gone
+    assert out.read_bytes() == reference and not _checkpoint(out).exists()
+    assert len(list(vis.iterdir())) == len(EARLY) + 1

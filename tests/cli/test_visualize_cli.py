@@ -127,9 +127,10 @@ def test_cli_missing_image_is_a_clean_error(tmp_path, skier_results):
     assert "nope.jpg" in proc.stderr
 
 
-def test_cli_missing_output_folder_is_a_clean_error(tmp_path, skier_results):
-    proc = run_mspn("visualize", SKIER, "-k", skier_results, "-o", tmp_path / "missing" / "out.jpg")
-    assert_clean_error(proc, code=3)
+def test_cli_missing_output_folder_is_created(tmp_path, skier_results):
+    proc = run_mspn("visualize", SKIER, "-k", skier_results, "-o", tmp_path / "missing" / "sub" / "out.jpg")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "missing" / "sub" / "out.jpg").is_file()
 
 
 def test_cli_no_matching_records_warns_and_writes_plain_image(tmp_path, skier_results):

@@ -332,7 +332,7 @@ def test_cached_file_is_used_without_network(mspn_home, small_file):
 
 def test_no_download_reports_missing_cache(mspn_home):
     wcfg = WeightsConfig(url="http://127.0.0.1:9/w.pkl", filename="w.pkl")
-    with pytest.raises(WeightsError, match=r"not in the cache: .*w\.pkl.*--weights PATH"):
+    with pytest.raises(WeightsError, match=r"missing from .*: w\.pkl, .*`mspn weights add FILE`.*--weights PATH"):
         resolve_weights(None, wcfg, download=False)
 
 
@@ -435,14 +435,14 @@ def test_http_404_says_where_to_put_the_file(mspn_home, weights_server, no_proxy
         resolve_weights(None, wcfg, progress=False, timeout=5)
     message = str(info.value)
     assert "HTTP 404" in message
-    assert f"place it at {cached_path(wcfg)}" in message
-    assert "--weights PATH" in message
+    assert f"missing from {cached_path(wcfg).parent}: gone.pkl," in message  # then the packaged models' files
+    assert "`mspn weights add FILE`" in message and "--weights PATH" in message
     assert not cached_path(wcfg).exists()
 
 
 def test_unreachable_server_gives_offline_hint(mspn_home, no_proxy):
     wcfg = WeightsConfig(url=refusing_url("/w.pkl"), filename="w.pkl")
-    with pytest.raises(WeightsError, match=r"cannot download .*w\.pkl \(.+\); download it elsewhere and place it at"):
+    with pytest.raises(WeightsError, match=r"cannot download .*w\.pkl \(.+\); missing from .*: w\.pkl, .*`mspn weights add FILE`"):
         resolve_weights(None, wcfg, progress=False, timeout=5)
     assert not cached_path(wcfg).exists()
 
@@ -451,7 +451,7 @@ def test_stalled_server_times_out(mspn_home, weights_server, no_proxy):
     weights_server.stalled.add("/slow.pkl")
     wcfg = WeightsConfig(url=weights_server.url("/slow.pkl"), filename="slow.pkl")
     # The server never answers this path, so only the client's timeout can end the call.
-    with pytest.raises(WeightsError, match=r"no response for 0\.5 s.*place it at"):
+    with pytest.raises(WeightsError, match=r"no response for 0\.5 s.*missing from .*slow\.pkl"):
         resolve_weights(None, wcfg, progress=False, timeout=0.5)
     assert not cached_path(wcfg).exists()
 

@@ -36,6 +36,7 @@ _COMMAND_MODULES = (
     "mspn_cli.cli.eval_cmd",
     "mspn_cli.cli.merge_cmd",
     "mspn_cli.cli.weights_cmd",
+    "mspn_cli.cli.weights_add_cmd",
     "mspn_cli.cli.export_cmd",
     "mspn_cli.cli.doctor_cmd",
     "mspn_cli.cli.track_cmd",

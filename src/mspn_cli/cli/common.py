@@ -77,6 +77,10 @@ from typing import List, Optional, Tuple  # noqa: E402
 from mspn_cli.errors import EXIT_OK, EXIT_PARTIAL, InputError  # noqa: E402
 
 
+class FailFast(InputError):
+    """--fail-fast at a bad input: the run stops in order (finished results kept), then exits 3."""
+
+
 @dataclass
 class BatchReport:
     """What a batch run did: counts, failures (path, reason), wall time."""
@@ -97,7 +101,7 @@ class BatchReport:
         reason = str(reason)
         reason = reason if reason.startswith(str(path)) else f"{path}: {reason}"
         if fail_fast:
-            raise InputError(reason)
+            raise FailFast(reason)
         self.fail(str(path), reason)
 
     def note_skipped(self, skipped) -> None:

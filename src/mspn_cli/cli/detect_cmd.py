@@ -9,7 +9,7 @@ import typer
 
 from mspn_cli.cli import options as opt
 from mspn_cli.cli.app import app
-from mspn_cli.cli.common import BatchReport, guarded, make_progress, report_interrupted
+from mspn_cli.cli.common import BatchReport, FailFast, guarded, make_progress, report_interrupted
 from mspn_cli.errors import UsageError, interrupt_exit_code
 from mspn_cli.settings import RunSettings
 
@@ -23,7 +23,7 @@ def detect_command(
         None, "-o", "--output", help="COCO detection results JSON ('-' for stdout, the default). Feeds `keypoints --boxes` and `eval-coco --dets`."
     ),
     jsonl: bool = opt.JSONL,
-    vis: Optional[Path] = typer.Option(None, "--vis", help="Folder for images with the person boxes drawn (created if its parent exists)."),
+    vis: Optional[Path] = typer.Option(None, "--vis", help="Folder for images with the person boxes drawn (created if missing)."),
     recursive: bool = opt.RECURSIVE,
     overwrite: bool = opt.OVERWRITE,
     fail_fast: bool = opt.FAIL_FAST,
@@ -90,6 +90,10 @@ def detect_command(
                 report.persons += len(dets)
     except KeyboardInterrupt as exc:
         interrupted = exc
+    except FailFast:
+        if report.images:  # --fail-fast stops in order: what finished is written
+            writer.finish()
+        raise
     # Written on success and on interruption (what finished is valid); not after an error, and
     # not when every input failed, so no empty result file stands in for a failed run.
     if report.images or not report.failures:

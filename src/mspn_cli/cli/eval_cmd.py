@@ -330,7 +330,8 @@ def _run_workers(settings: RunSettings, annotations: CocoKeypointAnnotations, de
     ]
     running = start_workers(jobs)
     if not quiet:
-        console_err.print(f"running {len(running)} worker process(es); logs in {parts[0].with_suffix('.log').name} ...")
+        # The logs are removed after a clean run: a failed worker's message names its log, which is kept.
+        console_err.print(f"running {len(running)} worker process(es) ...")
     try:
         failed = wait_workers(running)
     except KeyboardInterrupt as exc:

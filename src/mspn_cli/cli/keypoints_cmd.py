@@ -9,7 +9,7 @@ import typer
 
 from mspn_cli.cli import options as opt
 from mspn_cli.cli.app import app
-from mspn_cli.cli.common import BatchReport, guarded
+from mspn_cli.cli.common import guarded
 from mspn_cli.errors import UsageError
 from mspn_cli.settings import RunSettings
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from mspn_cli.engines import EngineOptions
 
 OUTPUT = typer.Option(
-    None, "-o", "--output", help="Annotated output: a file for one input (image, or .mp4/.webm/.mkv/.avi/.mov video), else a folder (created if its parent exists): <stem>_pose.jpg per photo, <stem>_pose.mp4 per video."
+    None, "-o", "--output", help="Annotated output: a file for one input (image, or .mp4/.webm/.mkv/.avi/.mov video), else a folder (created if missing): <stem>_pose.jpg per photo, <stem>_pose.mp4 per video."
 )
 
 
@@ -60,9 +60,9 @@ def keypoints_command(
     `mspn keypoints val/ --boxes dets.json --json results.json`, `mspn keypoints clip.mp4 -o out.mp4 --json out.json`.
     """
     # Imported here, not at module level: `mspn --help` must not load numpy or OpenCV.
+    from mspn_cli.cli.run_outputs import RunOutputs
     from mspn_cli.cli.video_outputs import is_folder_target
     from mspn_cli.io.sources import expand_inputs
-    from mspn_cli.io.writers import check_output_path, refuse_output_onto_inputs
 
     scale = _scale_out(resume, shard, engine_options)
     skipped: List[Path] = []
@@ -77,18 +77,16 @@ def keypoints_command(
         json_out = "-"  # nothing requested: results to stdout, for pipes
     if json_out == "-" and jsonl:
         raise UsageError("--json - and --jsonl both write to stdout; choose one")
-    if json_out not in (None, "-") and not (videos and is_folder_target(json_out)):
-        # An unfinished result of an interrupted run (its checkpoint lies beside it) is replaced by the rerun.
-        check_output_path(json_out, overwrite or (not videos and _unfinished_result(json_out)), "JSON output")
-    # --labels and --csv are replaced by the rerun of an interrupted run, like --json (images only).
+    outputs = RunOutputs(json_out=json_out, jsonl=jsonl, annotated=output, overwrite=overwrite, fail_fast=fail_fast,
+                         quiet=quiet, kpt_thr=kpt_thr, radius=radius, thickness=thickness, fourcc=fourcc,
+                         labels=labels, csv_out=csv_out)
+    outputs.report.note_skipped(skipped)
+    # An unfinished result of an interrupted run (its checkpoint lies beside --json, else --labels, else
+    # --csv) is replaced by the rerun, all three alike (images only).
     anchor = _checkpoint_anchor(json_out, labels, csv_out)
-    for path, what in ((labels, "labels output"), (csv_out, "CSV output")):
-        if path is not None:
-            check_output_path(path, overwrite or (not videos and _unfinished_result(anchor)), what)
-    refuse_output_onto_inputs([json_out, output, labels, csv_out], [item.path for item in items] + [boxes])
-    named = [str(Path(p).resolve()) for p in (json_out, labels, csv_out) if p not in (None, "-")]
-    if len(set(named)) < len(named):
-        raise UsageError("--json, --labels and --csv must name different files")
+    outputs.check([item.path for item in items] + [boxes],
+                  replaceable=(lambda _path: False) if videos else (lambda _path: _unfinished_result(anchor)),
+                  folder_targets=["json_out"] if videos and is_folder_target(json_out) else [])
     if settings.config:
         from mspn_cli.config import load_pose_config
 
@@ -102,14 +100,9 @@ def keypoints_command(
         video_settings = VideoSettings(every=every, det_every=det_every, track=track, track_buffer=track_buffer,
                                        smooth=smooth, max_frames=max_frames, tracking_config=opt.optional_path(tracking_config))
         load_tracking_config(video_settings.tracking_config)  # a bad config is reported before anything runs
-        report = BatchReport()
-        report.note_skipped(skipped)
-        run_with_videos(items, settings, video_settings, output, json_out, jsonl, overwrite, fail_fast, quiet,
-                        dict(kpt_thr=kpt_thr, radius=radius, thickness=thickness), fourcc, report, allow_truncated,
-                        tables=(labels, csv_out))
+        run_with_videos(items, settings, video_settings, outputs, allow_truncated)
         return
-    _run_images(items, settings, boxes, output, json_out, jsonl, overwrite, fail_fast, quiet, kpt_thr, allow_truncated, skipped,
-                scale, dict(radius=radius, thickness=thickness), tables=(labels, csv_out))
+    _run_images(items, settings, boxes, outputs, allow_truncated, scale)
 
 
 def _scale_out(resume, shard, engine_options):
@@ -132,8 +125,7 @@ def _unfinished_result(json_out) -> bool:
     return unfinished_result(json_out)
 
 
-def _run_images(items, settings, boxes, output, json_out, jsonl, overwrite, fail_fast, quiet, kpt_thr,
-                allow_truncated=False, skipped=(), scale=None, draw_style=None, tables=(None, None)) -> None:
+def _run_images(items, settings, boxes, outputs, allow_truncated=False, scale=None) -> None:
     """Plan the tasks, then run or resume them (cli/keypoints_scale.py: checkpoint, shards, engines)."""
     from mspn_cli.cli.keypoints_scale import ScaleOut, run_planned_images
     from mspn_cli.io.tasks import plan_image_tasks
@@ -144,7 +136,4 @@ def _run_images(items, settings, boxes, output, json_out, jsonl, overwrite, fail
 
         detection_set = load_detections(boxes, require_coco_fields=False)
     tasks = plan_image_tasks(items, detection_set, allow_truncated=allow_truncated)
-    report = BatchReport()
-    report.note_skipped(skipped)
-    run_planned_images(tasks, settings, detection_set is None, boxes, output, json_out, jsonl, overwrite, fail_fast,
-                       quiet, kpt_thr, report, scale or ScaleOut(), draw_style, tables=tables)
+    run_planned_images(tasks, settings, detection_set is None, boxes, outputs, scale or ScaleOut())

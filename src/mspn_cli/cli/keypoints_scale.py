@@ -21,7 +21,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import typer
 
-from mspn_cli.cli.common import BatchReport, console_err, make_progress, report_interrupted
+from mspn_cli.cli.common import FailFast, console_err, make_progress, report_interrupted
+from mspn_cli.cli.run_outputs import RunOutputs
 from mspn_cli.engines import EngineOptions, open_engine
 from mspn_cli.errors import EXIT_OK, EXIT_PARTIAL, InputError, UsageError, interrupt_exit_code
 from mspn_cli.io.checkpoint import checkpoint_path_for
@@ -52,13 +53,12 @@ def unfinished_result(json_out: Optional[str]) -> bool:
 
 
 def run_planned_images(tasks: Sequence[ImageTask], settings: RunSettings, need_detector: bool, boxes: Optional[Path],
-                       output: Optional[Path], json_out: Optional[str], jsonl: bool, overwrite: bool, fail_fast: bool,
-                       quiet: bool, kpt_thr: float, report: BatchReport, scale: ScaleOut,
-                       draw_style: Optional[Dict[str, Optional[float]]] = None,
-                       tables: Tuple[Optional[Path], Optional[Path]] = (None, None)) -> None:
+                       outputs: RunOutputs, scale: ScaleOut) -> None:
     """Run (or resume) the tasks on the chosen engine, write the outputs, exit with the run's code.
 
-    `tables`: the --labels and --csv paths (or None); the checkpoint lies beside --json OUT, else beside them.
+    Every check that can refuse the run (a checkpoint of other settings, existing outputs,
+    the weights) comes before the checkpoint is touched: a refused run changes no file.
+    The checkpoint lies beside --json OUT, else beside --labels, else --csv.
     """
     from mspn_cli.engines.drawing import annotation_drawer
     from mspn_cli.io.keypoint_runs import KeypointCheckpoint, run_identity, write_keypoint_shard
@@ -68,13 +68,14 @@ def run_planned_images(tasks: Sequence[ImageTask], settings: RunSettings, need_d
 
     from mspn_cli.io.dataset_outputs import DatasetOutputs, labels_info
 
+    report, json_out, output = outputs.report, outputs.json_out, outputs.annotated
     identity = run_identity(settings, tasks)
-    drawing = {"kpt_thr": kpt_thr, **(draw_style or {})}
+    drawing = outputs.drawing
     shard = scale.shard
     if shard is not None:
         if json_out in (None, "-"):
             raise UsageError("--shard writes a shard file for `mspn merge-results`: give --json OUT")
-        if any(path is not None for path in tables):
+        if outputs.labels is not None or outputs.csv_out is not None:
             raise UsageError("--labels and --csv are not written per shard; run them on the merged results' images")
         tasks = [task for task in tasks if in_shard(task.index, *shard)]
     unmatched = sum(1 for task in tasks if task.unmatched)
@@ -85,26 +86,28 @@ def run_planned_images(tasks: Sequence[ImageTask], settings: RunSettings, need_d
         )
     checkpoint = None
     resumed: Dict[int, dict] = {}
-    anchor = checkpoint_anchor(json_out, *tables)
+    own_images = False  # the annotated images are those of the interrupted run this one continues or restarts
+    anchor = checkpoint_anchor(json_out, outputs.labels, outputs.csv_out)
     if anchor is not None:
+        annotated_at = str(Path(output).resolve()) if output is not None else None
         checkpoint = KeypointCheckpoint(anchor, {
             "run": identity, "shard": list(shard) if shard else None,
-            "annotated": str(Path(output).resolve()) if output is not None else None,
-            "drawing": drawing if output is not None else None,
+            "annotated": annotated_at, "drawing": drawing if output is not None else None,
         })
-        if not scale.resume:
-            checkpoint.discard()
-        indices = {task.index for task in tasks}
-        resumed = {index: row for index, row in checkpoint.load().items() if index in indices}
-    # An interrupted run of these settings already checked (and may have written) these outputs.
-    annotated = plan_annotated_images(tasks, output, overwrite or bool(checkpoint and checkpoint.found))
+        header = checkpoint.peek_header()
+        own_images = annotated_at is not None and (header or {}).get("settings", {}).get("annotated") == annotated_at
+        if scale.resume:  # refuses a checkpoint of other settings; reads only
+            indices = {task.index for task in tasks}
+            resumed = {index: row for index, row in checkpoint.load().items() if index in indices}
+    annotated = plan_annotated_images(tasks, output, outputs.overwrite or own_images)
     todo = [task for task in tasks if task.index not in resumed]
     engine = open_engine(scale.engine, settings, need_detector, drawing) if todo else None
+    if checkpoint is not None and not scale.resume:
+        checkpoint.discard()  # --no-resume: this run starts over, now that nothing refused it
 
-    writer = ImageResultsWriter(None if shard else json_out, jsonl, annotated, draw=annotation_drawer(**drawing))
-    labels_out, csv_out = tables
-    datasets = DatasetOutputs(labels_out, csv_out, kpt_thr,
-                              lambda: labels_info(settings, kpt_thr, need_detector))
+    writer = ImageResultsWriter(None if shard else json_out, outputs.jsonl, annotated, draw=annotation_drawer(**drawing))
+    datasets = DatasetOutputs(outputs.labels, outputs.csv_out, outputs.kpt_thr,
+                              lambda: labels_info(settings, outputs.kpt_thr, need_detector))
     shard_rows: List[dict] = []
 
     def accept(outcome: ImageOutcome, row: Optional[dict] = None) -> None:
@@ -112,7 +115,7 @@ def run_planned_images(tasks: Sequence[ImageTask], settings: RunSettings, need_d
         row = outcome_to_row(outcome) if fresh else row
         shard_rows.append(row)
         if outcome.error is not None:
-            report.input_failed(outcome.task.path, outcome.error, fail_fast)
+            report.input_failed(outcome.task.path, outcome.error, outputs.fail_fast)
             return
         outcome.records = row["records"]  # as they read back from the checkpoint: the same bytes either way
         report.notes.extend(outcome.notes)
@@ -124,12 +127,12 @@ def run_planned_images(tasks: Sequence[ImageTask], settings: RunSettings, need_d
             checkpoint.append(row)
 
     by_index = {task.index: task for task in tasks}
-    progress, task_bar = make_progress(len(tasks), quiet, "keypoints")
-    interrupted: Optional[BaseException] = None
+    progress, task_bar = make_progress(len(tasks), outputs.quiet, "keypoints")
+    stopped: Optional[BaseException] = None
     try:
         for index in sorted(resumed):
             accept(outcome_from_row(resumed[index], by_index[index]), resumed[index])
-        if resumed and not quiet:
+        if resumed and not outputs.quiet:
             console_err.print(f"resumed: {len(resumed)} image(s) taken from {checkpoint.path}")
         if checkpoint is not None:
             checkpoint.open()
@@ -139,46 +142,39 @@ def run_planned_images(tasks: Sequence[ImageTask], settings: RunSettings, need_d
                 for outcome in engine.run(todo, annotated):
                     progress.advance(task_bar)
                     accept(outcome)
-    except KeyboardInterrupt as exc:
-        interrupted = exc
+    except (KeyboardInterrupt, FailFast) as exc:
+        stopped = exc
     finally:
         if engine is not None:
             engine.close()
         if checkpoint is not None:
             checkpoint.close()
 
-    if interrupted is not None:
-        if shard is None:
-            # Written on interruption too (what finished is valid); not when every input failed.
-            if report.images or not report.failures:
-                writer.finish()
-                _say(datasets.finish(), quiet)
-            else:
-                datasets.abort()
-            report_interrupted(interrupted, report.images)
-        else:
-            console_err.print(f"[yellow]interrupted[/yellow] after {report.images} image(s); the shard file is written "
-                              "when the shard is complete")
-        if checkpoint is not None:
-            console_err.print(f"finished images are kept in {checkpoint.path}: run the same command again to continue")
-        raise typer.Exit(interrupt_exit_code(interrupted))
+    if stopped is not None:
+        checkpointed = checkpoint is not None and checkpoint.holds_entries()
+        _stop_in_order(stopped, outputs, writer, datasets, shard, checkpoint if checkpointed else None)
+        if checkpoint is not None and not checkpointed:
+            checkpoint.discard()  # a checkpoint holding nothing is not left behind
+        if isinstance(stopped, FailFast):
+            raise stopped
+        raise typer.Exit(interrupt_exit_code(stopped))
 
     written: Optional[int] = None
     if shard is not None:
         write_keypoint_shard(json_out, shard, identity, shard_rows)
-        if not quiet:
+        if not outputs.quiet:
             console_err.print(f"shard {shard[0]}/{shard[1]}: {report.persons} instance(s) from {len(tasks)} task(s) written "
                               f"to {json_out}; combine all shards with `mspn merge-results`")
     elif report.images or not report.failures:  # no empty result file stands in for a failed run
         written = writer.finish()
-        _say(datasets.finish(), quiet)
+        _say(datasets.finish(), outputs.quiet)
     else:
         datasets.abort()
     if checkpoint is not None:
         checkpoint.discard()
-    if written is not None and json_out != "-" and not quiet:
+    if written is not None and json_out != "-" and not outputs.quiet:
         console_err.print(f"wrote {written} instance(s) to {json_out}")
-    report.print_summary(quiet)
+    report.print_summary(outputs.quiet)
     raise typer.Exit(report.exit_code())
 
 
@@ -186,6 +182,25 @@ def _say(lines: Sequence[str], quiet: bool) -> None:
     if not quiet:
         for line in lines:
             console_err.print(line)
+
+
+def _stop_in_order(stopped: BaseException, outputs: RunOutputs, writer, datasets, shard, checkpoint) -> None:
+    """An orderly stop (a signal, or --fail-fast at a bad input): finished results are written and kept."""
+    report = outputs.report
+    if shard is None:
+        # What finished is valid; no file when every input failed.
+        if report.images or (not report.failures and not isinstance(stopped, FailFast)):
+            writer.finish()
+            _say(datasets.finish(), outputs.quiet)
+        else:
+            datasets.abort()
+        if not isinstance(stopped, FailFast):
+            report_interrupted(stopped, report.images)
+    elif not isinstance(stopped, FailFast):
+        console_err.print(f"[yellow]interrupted[/yellow] after {report.images} image(s); the shard file is written "
+                          "when the shard is complete")
+    if checkpoint is not None:
+        console_err.print(f"finished images are kept in {checkpoint.path}: run the same command again to continue")
 
 
 def merge_keypoint_shards_command(parts: Sequence[Path], output: Path, ann: Optional[Path], summary: Optional[Path],

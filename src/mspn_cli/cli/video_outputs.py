@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from mspn_cli.errors import OutputError, OutputExistsError, UsageError
-from mspn_cli.io.writers import check_output_path, refuse_output_onto_inputs
+from mspn_cli.errors import OutputExistsError, UsageError
+from mspn_cli.io.writers import check_output_path, creatable_folder_problem, refuse_output_onto_inputs
 
 __all__ = ["VideoOutputPlan", "plan_video_outputs", "is_folder_target"]
 
@@ -99,9 +99,9 @@ def plan_video_outputs(tasks: Sequence, videos: Sequence, output: Optional[Path]
 def _check_folder(folder: Path, what: str) -> None:
     if folder.exists() and not folder.is_dir():
         raise OutputExistsError(f"{what} {folder} exists and is not a folder")
-    parent = folder.parent if str(folder.parent) else Path(".")
-    if not folder.exists() and not parent.is_dir():
-        raise OutputError(f"cannot create output folder {folder}: {parent} does not exist")
+    problem = creatable_folder_problem(folder)  # a missing folder is created on the first write
+    if problem is not None:
+        raise OutputExistsError(f"cannot create {what} folder {folder}: {problem}")
 
 
 def _unique_names(videos: Sequence, ending: str, folder: Path, reserved=frozenset()) -> List[str]:

@@ -13,12 +13,12 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import typer
 
-from mspn_cli.cli.common import BatchReport, console_err, fail, make_progress, report_interrupted, warn
+from mspn_cli.cli.common import FailFast, console_err, fail, make_progress, report_interrupted, warn
+from mspn_cli.cli.run_outputs import RunOutputs
 from mspn_cli.cli.video_outputs import VideoOutputPlan, plan_video_outputs
 from mspn_cli.errors import MspnError, interrupt_exit_code
 
@@ -34,57 +34,58 @@ class _Totals:
     datasets: Any = None  # the run's DatasetOutputs (--labels, --csv)
 
 
-def run_with_videos(items: Sequence[Any], settings, video_settings, output: Optional[Path], json_out: Optional[str],
-                    jsonl: bool, overwrite: bool, fail_fast: bool, quiet: bool, style: Dict[str, Any],
-                    fourcc: Optional[str], report: Optional[BatchReport] = None, allow_truncated: bool = False,
-                    tables=(None, None)) -> None:
+def run_with_videos(items: Sequence[Any], settings, video_settings, outputs: RunOutputs, allow_truncated: bool = False) -> None:
     """Plan every output, load the networks once, run photos then each video; exits with the run's code.
 
-    `tables`: the --labels and --csv paths (or None), written like --json: at the end, and on a stop.
+    --labels and --csv are written like --json: at the end, and on a stop.
     """
     from mspn_cli.io.dataset_outputs import DatasetOutputs, labels_info
     from mspn_cli.io.tasks import plan_image_tasks
     from mspn_cli.video import VideoPoseRunner, load_video_config
 
-    report = report or BatchReport()
+    report, quiet = outputs.report, outputs.quiet
     video_config = load_video_config()
     photos = [item for item in items if not (item.is_video and item.error is None)]
     videos = [item for item in items if item.is_video and item.error is None]
     tasks = plan_image_tasks(photos, allow_truncated=allow_truncated) if photos else []
-    plan = plan_video_outputs(tasks, videos, output, json_out, overwrite, fourcc, video_config)
+    plan = plan_video_outputs(tasks, videos, outputs.annotated, outputs.json_out, outputs.overwrite, outputs.fourcc,
+                              video_config)
     runner = None
     totals = _Totals()
-    labels_out, csv_out = tables
-    totals.datasets = DatasetOutputs(labels_out, csv_out, style["kpt_thr"],
-                                     lambda: labels_info(settings, style["kpt_thr"], True),
+    totals.datasets = DatasetOutputs(outputs.labels, outputs.csv_out, outputs.kpt_thr,
+                                     lambda: labels_info(settings, outputs.kpt_thr, True),
                                      video=True)
-    interrupted: Optional[BaseException] = None
+    stopped: Optional[BaseException] = None
     try:
         from mspn_cli.pipeline import PosePipeline
 
         pipeline = PosePipeline.from_settings(settings, need_detector=True)
         runner = VideoPoseRunner(pipeline, video_settings, video_config=video_config)
         if tasks:
-            _run_photos(pipeline, tasks, plan, jsonl, fail_fast, quiet, style, report, totals)
+            _run_photos(pipeline, tasks, plan, outputs, totals)
         for item in videos:
-            _run_one_video(runner, item, plan, jsonl, fail_fast, quiet, style, report, totals)
-    except KeyboardInterrupt as exc:
-        interrupted = exc
-    if plan.json_file is not None and (totals.videos or totals.photos or not report.failures):
+            _run_one_video(runner, item, plan, outputs, totals)
+    except (KeyboardInterrupt, FailFast) as exc:
+        stopped = exc  # an orderly stop: what finished is written below
+    finished = totals.videos or totals.photos
+    # No empty result file stands in for a run whose inputs failed (--fail-fast included).
+    if plan.json_file is not None and (finished or (not report.failures and not isinstance(stopped, FailFast))):
         from mspn_cli.io.writers import write_json_atomic
 
         write_json_atomic(plan.json_file, totals.records)
         if plan.json_file != "-" and not quiet:
             console_err.print(f"wrote {len(totals.records)} instance(s) to {plan.json_file}")
-    if totals.videos or totals.photos or not report.failures:
+    if finished or (not report.failures and not isinstance(stopped, FailFast)):
         for line in totals.datasets.finish():
             if not quiet:
                 console_err.print(line)
     else:
         totals.datasets.abort()
-    if interrupted is not None:
-        report_interrupted(interrupted, totals.frames + totals.photos, "frame(s) and image(s)" if totals.photos else "frame(s)")
-        raise typer.Exit(interrupt_exit_code(interrupted))
+    if isinstance(stopped, FailFast):
+        raise stopped
+    if stopped is not None:
+        report_interrupted(stopped, totals.frames + totals.photos, "frame(s) and image(s)" if totals.photos else "frame(s)")
+        raise typer.Exit(interrupt_exit_code(stopped))
     elapsed = time.perf_counter() - report.started
     if not quiet:
         rate = totals.frames / elapsed if elapsed > 0 else 0.0
@@ -99,19 +100,20 @@ def run_with_videos(items: Sequence[Any], settings, video_settings, output: Opti
     raise typer.Exit(report.exit_code())
 
 
-def _run_photos(pipeline, tasks, plan: VideoOutputPlan, jsonl: bool, fail_fast: bool, quiet: bool,
-                style: Dict[str, Any], report: BatchReport, totals: _Totals) -> None:
+def _run_photos(pipeline, tasks, plan: VideoOutputPlan, outputs: RunOutputs, totals: _Totals) -> None:
     from mspn_cli.io.outputs import ImageResultsWriter
 
-    writer = ImageResultsWriter(None, jsonl, plan.photo_outputs,
+    report, style = outputs.report, outputs.drawing
+
+    writer = ImageResultsWriter(None, outputs.jsonl, plan.photo_outputs,
                                 draw=lambda outcome: outcome.result.plot(outcome.image, **style))
-    progress, bar = make_progress(len(tasks), quiet, "images")
+    progress, bar = make_progress(len(tasks), outputs.quiet, "images")
     try:
         with progress:
             for outcome in pipeline.run_tasks(tasks, keep_image=lambda task: task.index in plan.photo_outputs):
                 progress.advance(bar)
                 if outcome.error is not None:
-                    report.input_failed(outcome.task.path, outcome.error, fail_fast)
+                    report.input_failed(outcome.task.path, outcome.error, outputs.fail_fast)
                     continue
                 report.notes.extend(outcome.notes)
                 writer.add(outcome)
@@ -130,13 +132,13 @@ def _run_photos(pipeline, tasks, plan: VideoOutputPlan, jsonl: bool, fail_fast: 
             write_json_atomic(plan.photos_json, records)
 
 
-def _run_one_video(runner, item, plan: VideoOutputPlan, jsonl: bool, fail_fast: bool, quiet: bool,
-                   style: Dict[str, Any], report: BatchReport, totals: _Totals) -> None:
+def _run_one_video(runner, item, plan: VideoOutputPlan, outputs: RunOutputs, totals: _Totals) -> None:
     """One video to its outputs; a video that cannot be read is a bad input, the run goes on."""
     from mspn_cli.io.video_source import VideoSource
     from mspn_cli.io.writers import JsonlWriter, VideoWriterAtomic, write_json_atomic
     from mspn_cli.video import frame_line, frame_records
 
+    report, style, quiet, fail_fast = outputs.report, outputs.drawing, outputs.quiet, outputs.fail_fast
     spec = item.source
     try:
         source = VideoSource(spec)
@@ -148,7 +150,7 @@ def _run_one_video(runner, item, plan: VideoOutputPlan, jsonl: bool, fail_fast: 
     settings = runner.settings
     fps = source.fps
     written_fps = (fps or runner.video_config.output.default_fps) / settings.every
-    lines = JsonlWriter("-") if jsonl else None
+    lines = JsonlWriter("-") if outputs.jsonl else None
     writer: Optional[VideoWriterAtomic] = None
     records: List[dict] = []
     frames_done: List[tuple] = []  # (index, pts_ms, shape, records) per frame, for --labels and --csv
@@ -163,7 +165,7 @@ def _run_one_video(runner, item, plan: VideoOutputPlan, jsonl: bool, fail_fast: 
     try:
         with source, progress:
             frame_iter = source.frames(settings.every, settings.max_frames)
-            streaming = jsonl or source.live
+            streaming = outputs.jsonl or source.live
             for poses in runner.run(frame_iter, fps=fps, streaming=streaming):
                 frame_recs = frame_records(poses, source.name, spec)
                 drawn = poses.result.plot(poses.frame.image, **style) if target is not None else None

@@ -10,13 +10,14 @@ import typer
 from rich.table import Table
 
 from mspn_cli.cli.app import app
-from mspn_cli.cli.common import console_err, fail, guarded
+from mspn_cli.cli.common import console_err, guarded
 from mspn_cli.config import WeightsConfig
-from mspn_cli.errors import EXIT_PARTIAL, UsageError, WeightsError
+from mspn_cli.errors import UsageError, WeightsError
 from mspn_cli.cli.progress import download_progress
 from mspn_cli.weights import (
     DEFAULT_TIMEOUT,
     cached_path,
+    check_pinned_sha256,
     download_file,
     format_size,
     known_weights,
@@ -131,24 +132,29 @@ def download(
 def path(
     model: str = typer.Argument(..., help=f"Model name: {MODEL_NAMES_HELP}."),
 ) -> None:
-    """Print where a model's weights are cached. Exit code 1 if the file is not there yet."""
+    """Print where a model's weights file belongs (creating its folder), so that `cp FILE "$(mspn weights path MODEL)"` works.
+
+    Exit code 0 whether or not the file is there yet; a note on stderr says when it is missing.
+    """
     destination = cached_path(_weights_config(model))
+    try:
+        destination.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # private, like the cache
+    except OSError as exc:
+        raise WeightsError(f"cannot create the weights folder {destination.parent}: {exc.strerror or exc}") from None
     typer.echo(str(destination))
     if not destination.is_file():
-        fail(f"{model} weights are not downloaded yet; run `mspn weights download {model}` or put the file there")
-        raise typer.Exit(EXIT_PARTIAL)
+        console_err.print(f"note: {model} weights are not there yet; run `mspn weights download {model}`, "
+                          f"or `mspn weights add FILE` with a copy of {_weights_config(model).url}", markup=False,
+                          highlight=False, soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- verify
 
 
-def _build(model_name: str):
-    from mspn_cli.models import build_model
+def _manifest_keys(model_name: str) -> set:
+    from mspn_cli.weights.manifest import manifest
 
-    try:
-        return build_model(model_name)
-    except ImportError as exc:  # a network whose module is not part of this installation
-        raise WeightsError(f"model {model_name} is not available in this installation ({exc})") from None
+    return set(manifest(model_name))
 
 
 def _guess_model(path: Path, state_keys) -> str:
@@ -159,7 +165,7 @@ def _guess_model(path: Path, state_keys) -> str:
     best, best_overlap = None, 0
     for name, _ in known_weights():
         try:
-            overlap = len(set(_build(name).state_dict()) & set(state_keys))
+            overlap = len(_manifest_keys(name) & set(state_keys))
         except WeightsError:
             continue
         if overlap > best_overlap:
@@ -208,7 +214,7 @@ def verify(
 ) -> None:
     """Hash a weights file, compare it with the config, and prove it loads strictly into its network."""
     from mspn_cli.models import available_models
-    from mspn_cli.weights import load_checkpoint, load_weights_into  # numpy: not at module level
+    from mspn_cli.weights import fit_to_manifest, load_checkpoint  # numpy: not at module level
 
     if model is not None and model not in available_models():
         raise UsageError(f"unknown model '{model}'; choose {MODEL_NAMES_HELP}")
@@ -219,13 +225,14 @@ def verify(
         state = load_checkpoint(file)
         model_name = model_name or _guess_model(file, state.keys())
         wcfg = known.get(model_name)
-        # The config's hashes describe the official file only; a user's own file is not held to them.
         official = wcfg is not None and (is_cached_official or file.name == wcfg.filename)
-        expected = wcfg.sha256.lower() if official and wcfg.sha256 else None
-        if expected and digest != expected:
-            raise WeightsError(f"checksum mismatch: {file} has sha256 {digest}, the config expects {expected}")
+        # A pinned sha256 holds for whatever file would be loaded, as it does in a run: the same line.
+        expected = wcfg.sha256.lower() if wcfg is not None and wcfg.sha256 else None
+        if wcfg is not None:
+            check_pinned_sha256(file, digest, wcfg)
         prefix_matches = sha256_prefix_matches(digest, wcfg) if official else None
-        load_weights_into(_build(model_name), state, str(file), model_name=model_name)
+        # Checked against the network's packaged manifest: no network is built, no MegEngine needed.
+        fit_to_manifest(model_name, state, str(file))
         report = {
             "path": str(file),
             "model": model_name,

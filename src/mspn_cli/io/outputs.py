@@ -15,10 +15,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from mspn_cli.errors import OutputError, OutputExistsError, UsageError
+from mspn_cli.errors import OutputExistsError, UsageError
 from mspn_cli.io.sources import IMAGE_EXTENSIONS
 from mspn_cli.io.tasks import ImageOutcome, ImageTask
-from mspn_cli.io.writers import JsonlWriter, check_output_path, refuse_output_onto_inputs, write_image_atomic, write_json_atomic
+from mspn_cli.io.writers import JsonlWriter, check_output_path, creatable_folder_problem, refuse_output_onto_inputs, write_image_atomic, write_json_atomic
 
 __all__ = ["plan_annotated_images", "ImageResultsWriter"]
 
@@ -47,8 +47,9 @@ def plan_annotated_images(tasks: Sequence[ImageTask], output: Optional[Path], ov
         raise UsageError(f"{what} {output}: an annotated image must be an image file (.jpg, .png, ...) or a folder")
     if output.exists() and not output.is_dir():
         raise OutputExistsError(f"{what} {output} exists and is not a folder")
-    if not output.exists() and not (output.parent if str(output.parent) else Path(".")).is_dir():
-        raise OutputError(f"cannot create output folder {output}: {output.parent} does not exist")
+    problem = creatable_folder_problem(output)
+    if problem is not None:
+        raise OutputExistsError(f"cannot create output folder {output}: {problem}")
 
     usable = [t for t in tasks if t.error is None]
     paths = [Path(t.path).resolve() for t in usable]

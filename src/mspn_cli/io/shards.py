@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, Protocol, Sequence, Tuple
 
 from mspn_cli.errors import InputError, UsageError
-from mspn_cli.io.checkpoint import changed_keys
+from mspn_cli.io.checkpoint import changes_text
 
 __all__ = ["parse_shard", "in_shard", "check_complete_shard_set"]
 
@@ -64,8 +64,8 @@ def check_complete_shard_set(loaded: Sequence[ShardFile]) -> Dict[int, ShardFile
         if part.count != first.count:
             raise InputError(f"{part.path} is shard {part.index}/{part.count} but {first.path} is one of {first.count}")
         if part.settings != first.settings:
-            changed = changed_keys(first.settings, part.settings)
-            raise InputError(f"{part.path} and {first.path} come from runs with different settings ({', '.join(changed)})")
+            raise InputError(f"{part.path} and {first.path} come from runs with different settings "
+                             f"({changes_text(first.settings, part.settings)})")
         if part.index in by_index:
             raise InputError(f"shard {part.index}/{part.count} given twice: {by_index[part.index].path} and {part.path}")
         by_index[part.index] = part

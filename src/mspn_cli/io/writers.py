@@ -22,6 +22,7 @@ from mspn_cli.errors import OutputError, OutputExistsError
 
 __all__ = [
     "check_output_path",
+    "creatable_folder_problem",
     "refuse_output_onto_inputs",
     "atomic_write",
     "write_bytes_atomic",
@@ -33,16 +34,38 @@ __all__ = [
 ]
 
 
+def creatable_folder_problem(folder: Union[str, Path]) -> Optional[str]:
+    """Why `folder` cannot hold outputs, or None when it can (it exists, or can be created).
+
+    A missing output folder is created on the first write (`atomic_write`, the checkpoint),
+    as most tools do for results folders; this only says, before any work, whether that
+    will work: an existing ancestor that is a file, or not writable, is named.
+    """
+    folder = Path(folder) if str(folder) else Path(".")
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent if str(probe.parent) else Path(".")
+    if probe.exists() and not probe.is_dir():
+        return f"{probe} is a file, not a folder"
+    if not os.access(probe, os.W_OK):
+        return f"folder {probe} is not writable"
+    return None
+
+
 def check_output_path(path: Union[str, Path], overwrite: bool = False, what: str = "output") -> Path:
-    """Fail early (before any work) when `path` cannot or must not be written."""
+    """Fail early (before any work) when `path` cannot or must not be written.
+
+    Missing folders on the way are fine: they are created when the file is written.
+    """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise OutputError(f"{what} {path} is a folder; give a file name")
-    if not parent.is_dir():
-        raise OutputError(f"cannot write {what} {path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"cannot write {what} {path}: folder {parent} is not writable")
+    problem = creatable_folder_problem(parent)
+    if problem is not None:
+        raise OutputExistsError(f"cannot write {what} {path}: {problem}")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{what} {path} already exists; pass --overwrite to replace it")
     return path
@@ -82,6 +105,7 @@ def atomic_write(path: Union[str, Path], mode: str = "w", *, overwrite: bool = T
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     try:
+        directory.mkdir(parents=True, exist_ok=True)  # a missing output folder is created (checked beforehand)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -28,14 +28,14 @@ def load_network(model_name: str, weights_config, weights: Optional[str], progre
     """Build a network and load weights into it strictly. Returns (model, weights path, sha256)."""
     from mspn_cli.models import build_model
     from mspn_cli.runtime.megengine_backend import use_device
-    from mspn_cli.weights import indexed_sha256, load_checkpoint, load_weights_into, resolve_weights
+    from mspn_cli.weights import load_checkpoint, load_weights_into, resolve_weights, verified_sha256
 
     started = time.perf_counter()
     path = resolve_weights(weights, weights_config, progress=download_progress_of(progress))
+    sha256 = verified_sha256(path, weights_config)  # a pinned sha256 holds for any file loaded
     use_device(device)
     model = build_model(model_name)
     load_weights_into(model, load_checkpoint(path), str(path))
-    sha256 = indexed_sha256(path)
     log.info("%s: weights %s (sha256 %s) loaded in %.1f s", model_name, path, sha256[:12], time.perf_counter() - started)
     return model, path, sha256
 
@@ -102,7 +102,7 @@ def attach_backend(
     is opened directly; only otherwise is the MegEngine network built, loaded and exported.
     `graph_tag` is no longer needed (the input spec comes from the config); kept for callers.
     """
-    from mspn_cli.weights import indexed_sha256, resolve_weights
+    from mspn_cli.weights import resolve_weights, verified_sha256
 
     from mspn_cli.runtime.torch_network import attach_torch_backend, uses_torch
 
@@ -112,7 +112,7 @@ def attach_backend(
     started = time.perf_counter()
     if backend in ("auto", "onnxruntime"):
         weights_path = resolve_weights(weights, config.weights, progress=download_progress_of(progress))
-        weights_sha256 = indexed_sha256(weights_path)
+        weights_sha256 = verified_sha256(weights_path, config.weights)
         instance = _cached_onnxruntime_backend(config, weights_path, weights_sha256, device)
         if instance is not None:
             log.info("%s: cached graph %s opened in %.1f s", name, instance.graph_path, time.perf_counter() - started)

@@ -116,6 +116,33 @@ class DigestIndex:
             log.debug("cannot update the digest index %s: %s", self.path, exc)
 
 
+def pinned_sha256_mismatch(path: PathLike, digest: str, wcfg: WeightsConfig) -> Optional[str]:
+    """The one line saying `path` is not the file the config pins, or None (it is, or nothing is pinned)."""
+    expected = (wcfg.sha256 or "").strip().lower()
+    if not expected or digest.lower() == expected:
+        return None
+    return (f"checksum mismatch: weights file {path} has sha256 {digest[:12]}…, the config pins {expected[:12]}…; "
+            "use the pinned file or change the config's sha256")
+
+
+def check_pinned_sha256(path: PathLike, digest: str, wcfg: WeightsConfig) -> None:
+    """Refuse (WeightsError, exit 4) a file whose sha256 is not the one `wcfg` pins."""
+    problem = pinned_sha256_mismatch(path, digest, wcfg)
+    if problem is not None:
+        raise WeightsError(problem)
+
+
+def verified_sha256(path: PathLike, wcfg: WeightsConfig) -> str:
+    """sha256 of the file a run loads (through the index: hashed once per identity), checked against the pin.
+
+    Whatever the file is (downloaded, placed by hand, `--weights PATH`), a config that
+    pins a `sha256` accepts only that file.
+    """
+    digest = indexed_sha256(path)
+    check_pinned_sha256(path, digest, wcfg)
+    return digest
+
+
 def indexed_sha256(path: PathLike) -> str:
     """sha256 of `path` through the index in the usable cache folder (hashing only on change)."""
     from mspn_cli.weights.store import usable_cache_root

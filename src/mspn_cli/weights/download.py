@@ -54,10 +54,19 @@ def format_size(num_bytes: int) -> str:
     return f"{size:.1f} GB"  # pragma: no cover - the loop always returns
 
 
+class DownloadUnavailable(WeightsError):
+    """The server could not be reached or refused the file (offline, DNS, HTTP error): nothing was written."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 def _offline_error(url: str, reason: str, destination: Path) -> WeightsError:
-    return WeightsError(
+    return DownloadUnavailable(
         f"cannot download {url} ({reason}); download it elsewhere and place it at {destination}, "
-        f"or pass --weights PATH"
+        f"or pass --weights PATH",
+        reason,
     )
 
 

@@ -1,7 +1,8 @@
 """Where weights live: the cache folder ($MSPN_HOME), and turning a `--weights` value into a file.
 
-Checksums. The configs may pin a full `sha256`; it is enforced on download and by
-`mspn weights verify`, but a file already in the cache is trusted as is. Some official
+Checksums. The configs may pin a full `sha256`; it is enforced on download, on every
+file a run loads (weights.checksum.verified_sha256: downloaded, placed by hand or
+`--weights PATH`), by `mspn weights verify` and by `mspn doctor`. Some official
 file names end in eight hex digits (`..._8eaec532.pkl`) that the configs record as
 `sha256_prefix`. MegEngine itself never checks them: both 0.x (`utils/http_download.py`,
 which only computes an md5 it does not compare) and 1.13
@@ -23,7 +24,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 from mspn_cli.config import WeightsConfig, load_detector_config, load_pose_config
 from mspn_cli.errors import WeightsError
-from mspn_cli.weights.download import DEFAULT_TIMEOUT, DownloadProgress, download_file
+from mspn_cli.weights.download import DEFAULT_TIMEOUT, DownloadProgress, DownloadUnavailable, download_file
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def resolve_weights(
     if spec is not None and not isinstance(spec, str):
         return _local_file(Path(spec))
     if not spec or spec == wcfg.url:
-        return _fetch_into_cache(wcfg.url, cached_path(wcfg), wcfg.sha256, download, progress, timeout)
+        return _fetch_into_cache(wcfg.url, cached_path(wcfg), wcfg.sha256, download, progress, timeout, wcfg)
     if not _is_url(spec):
         return _local_file(Path(spec))
     parsed = urllib.parse.urlparse(spec)
@@ -111,6 +112,24 @@ def resolve_weights(
     return _fetch_into_cache(spec, weights_dir() / name, "", download, progress, timeout)
 
 
+def missing_weight_files(also: Optional[WeightsConfig] = None) -> List[str]:
+    """File names of the packaged models' weights (and of `also`) that are not in the cache."""
+    configs = ([also] if also is not None else []) + [wcfg for _, wcfg in known_weights()]  # the one asked for first
+    names: List[str] = []
+    for wcfg in configs:
+        if wcfg.filename not in names and not cached_path(wcfg).is_file():
+            names.append(wcfg.filename)
+    return names
+
+
+def offline_message(reason: str, wcfg: WeightsConfig) -> str:
+    """One line for a run that needs weights it cannot download: every missing file, and the fix."""
+    missing = missing_weight_files(wcfg)
+    return (f"cannot download {wcfg.url} ({reason}); missing from {weights_dir()}: {', '.join(missing)}. "
+            "On a machine that has them, fetch each (`mspn weights list` shows the URLs), then run "
+            "`mspn weights add FILE` for each here, or pass --weights PATH")
+
+
 def _fetch_into_cache(
     url: str,
     destination: Path,
@@ -118,15 +137,21 @@ def _fetch_into_cache(
     download: bool,
     progress: Optional[DownloadProgress],
     timeout: float,
+    wcfg: Optional[WeightsConfig] = None,
 ) -> Path:
     if destination.is_file():
         return destination
     if not download:
-        raise WeightsError(
-            f"weights are not in the cache: {destination}; run `mspn weights download` "
-            f"or place the file from {url} there, or pass --weights PATH"
-        )
-    return download_file(url, destination, expected_sha256=expected_sha256, progress=progress, timeout=timeout)
+        if wcfg is not None:
+            raise WeightsError(offline_message("downloads are off", wcfg))
+        raise WeightsError(f"weights are not in the cache: {destination}; run `mspn weights add FILE` with the file "
+                           f"from {url}, or pass --weights PATH")
+    try:
+        return download_file(url, destination, expected_sha256=expected_sha256, progress=progress, timeout=timeout)
+    except DownloadUnavailable as exc:
+        if wcfg is None:  # a URL of the user's own: the message names it
+            raise
+        raise WeightsError(offline_message(exc.reason, wcfg)) from None
 
 
 # --------------------------------------------------------------------------- a cache folder that works
