@@ -83,6 +83,7 @@ def run_planned_images(tasks: Sequence[ImageTask], settings: RunSettings, need_d
     annotated = plan_annotated_images(tasks, output, overwrite or bool(checkpoint and checkpoint.found))
     todo = [task for task in tasks if task.index not in resumed]
     engine = open_engine(scale.engine, settings, need_detector, drawing) if todo else None
+    report.precision = getattr(engine, "precision", None)
 
     writer = ImageResultsWriter(None if shard else json_out, jsonl, annotated, draw=annotation_drawer(**drawing))
     shard_rows: List[dict] = []
