@@ -107,7 +107,8 @@ REDUCED_PRECISION_BACKENDS = {"bf16": ("openvino",)}
 def backend_for_precision(backend: str, precision: str) -> str:
     """The backend to use for `precision`: `backend` itself, or for auto the one that runs it.
 
-    Refuses (UsageError, exit 2) a named backend that cannot compute in `precision`.
+    Refuses (UsageError, exit 2) a backend that cannot compute in `precision`, and a CPU
+    without native bf16, before any weights are read or graphs exported.
     """
     from mspn_cli.runtime.precision import check_precision_name
 
@@ -120,10 +121,14 @@ def backend_for_precision(backend: str, precision: str) -> str:
 
         if able[0] not in available_backends("cpu"):
             raise UsageError(f"--precision {precision} runs on the {able[0]} backend, which is not installed (pip install {able[0]})")
-        return able[0]
+        backend = able[0]
     if backend not in able:
         runs_it = f"use --backend {' or '.join(able)}" if able else "no backend here computes in it"
         raise UsageError(f"--precision {precision} does not run on the {backend} backend; {runs_it}, or --precision fp32")
+    if backend == "openvino":
+        from mspn_cli.runtime.openvino_backend import check_precision_runs
+
+        check_precision_runs(precision)
     return backend
 
 
