@@ -295,3 +295,13 @@ def test_cpuinfo_flags_name_the_features_users_know():
     assert zen3.summary() == {"AVX2": True, "AVX-512": False, "AVX512_BF16": False, "AMX": False}
     assert zen3.native_bf16 is False
     assert CpuFeatures("?", frozenset(), flags_known=False).native_bf16 is None
+
+
+def test_a_few_rough_small_maps_pass_but_many_fail():
+    reference = np.concatenate([peaked_maps(count=6, seed=s) for s in range(50)], axis=1)  # 300 maps
+    candidate = reference + np.random.default_rng(3).uniform(-0.8, 0.8, reference.shape).astype(np.float32)
+    candidate[0, :2] += 7.0 * (np.arange(16 * 12).reshape(16, 12) % 2)  # 2 maps off by 7% of their range
+    assert compare_precisions([reference], [candidate]).passed
+    candidate[0, :30] += 7.0 * (np.arange(16 * 12).reshape(16, 12) % 2)  # 10% of the maps: not rounding any more
+    result = compare_precisions([reference], [candidate])
+    assert any("1% of the maps" in problem for problem in result.problems)
