@@ -33,6 +33,7 @@ from common import DEFAULT_CACHE_DIR, DEFAULT_DATA, REPO, report_console, write_
 
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO))
 
 
 def best_of(run, repeats):
@@ -47,7 +48,7 @@ def best_of(run, repeats):
 
 def matmul_ceiling(precision: str, n: int = 2048, repeats: int = 5) -> float:
     import openvino as ov
-    import openvino.runtime.opset13 as ops
+    import openvino.opset13 as ops
 
     a = ops.parameter([n, n], ov.Type.f32)
     b = ops.constant(np.random.default_rng(0).standard_normal((n, n)).astype(np.float32))
