@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--det-size", type=int, default=800, help="detector short side (the command's --det-size; 800 is its default)")
     parser.add_argument("--max-persons", type=int, default=2)
     parser.add_argument("--backend", default="auto")
+    parser.add_argument("--precision", default="fp32", help="fp32 or bf16 (the command's --precision)")
     parser.add_argument("--every", default="1,5", help="--det-every values to compare")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     parser.add_argument("--out", help="also write the figures to this JSON file")
@@ -117,7 +118,7 @@ def main() -> None:
 
     weights = seeded_weights(args.cache_dir)
     width, height = (int(v) for v in args.size.lower().split("x"))
-    settings = RunSettings(weights=str(weights["mspn"]), detector_weights=str(weights["detector"]), backend=args.backend,
+    settings = RunSettings(weights=str(weights["mspn"]), detector_weights=str(weights["detector"]), backend=args.backend, precision=args.precision,
                            det_size=parse_det_size(str(args.det_size)), max_persons=args.max_persons, box_thr=0.05)
     console.print(f"loading networks (backend {args.backend}) ...")
     pipeline = PosePipeline.from_settings(settings, need_detector=True)
@@ -138,7 +139,7 @@ def main() -> None:
         rows = [measure(runner, clip, int(n), detector_calls) for n in args.every.split(",")]
     base = rows[0]["fps"]
     console.print(f"clip: {args.frames} frames of {width}x{height}; detector short side {args.det_size}; "
-                  f"at most {args.max_persons} persons; backend {args.backend}")
+                  f"at most {args.max_persons} persons; backend {args.backend}, precision {args.precision}")
     for row in rows:
         console.print(f"--det-every {row['det_every']}: {row['fps']:.2f} frames/s ({row['seconds']:.1f} s, "
                       f"{row['detector_runs']} detector runs, {row['persons_per_frame']} persons/frame), "

@@ -142,6 +142,31 @@ def check_backends() -> Dict[str, Any]:
     return {"cpu": names, "problem": problem}
 
 
+def check_cpu() -> Dict[str, Any]:
+    """The CPU's features that decide speed (AVX2, AVX-512, AVX512_BF16, AMX) and the precisions that run here.
+
+    fp32 runs everywhere; bf16 where OpenVINO is installed and the CPU computes bf16
+    natively (`bf16` says why not otherwise). Whether bf16 also passes its check
+    against fp32 is decided on first use and cached (`mspn keypoints --precision bf16`).
+    """
+    report: Dict[str, Any] = {"model": None, "features": {}, "precisions": ["fp32"], "bf16": None, "problem": None}
+    try:
+        from mspn_cli.runtime.cpu_features import cpu_features
+
+        cpu = cpu_features()
+        report["model"] = cpu.model
+        report["features"] = cpu.summary()
+        from mspn_cli.runtime.openvino_backend import bf16_support, openvino_can_run
+
+        why = bf16_support() if openvino_can_run("cpu") else "needs the openvino package (pip install openvino)"
+        report["bf16"] = why or "runs here (checked against fp32 on first use)"
+        if why is None:
+            report["precisions"].append("bf16")
+    except Exception as exc:  # noqa: BLE001 - a probe that fails is a finding, not a crash
+        report["problem"] = f"{type(exc).__name__}: {exc}"
+    return report
+
+
 def check_weights() -> Dict[str, Any]:
     """Cached official weights, hashed for real (no digest index: this is the check)."""
     from mspn_cli.weights import cached_path, known_weights, mspn_home, pinned_sha256_mismatch, sha256_file
@@ -215,6 +240,7 @@ def diagnose(offline: bool, timeout: float, extra_urls: List[str]) -> Dict[str, 
         "versions": {row["name"]: row["version"] for row in packages},
         "devices": devices,
         "backends": backends,
+        "cpu": check_cpu(),
         "weights": weights,
         "urls": check_urls(list(dict.fromkeys(urls)), offline, timeout),
     }

@@ -62,6 +62,16 @@ class PosePipeline:
         estimator = PoseEstimator.from_settings(settings, pose_backend)
         return cls(estimator, detector, box_thr=settings.box_thr, max_persons=settings.max_persons)
 
+    @property
+    def precision(self) -> str:
+        """The precision its networks compute in, as their backends report it ("bf16", or "pose bf16, detector fp32")."""
+        used = {"pose": self.estimator.precision}
+        if self.detector is not None:
+            used["detector"] = self.detector.precision
+        if len(set(used.values())) == 1:
+            return used["pose"]
+        return ", ".join(f"{name} {value}" for name, value in used.items())
+
     def persons_of(self, image: np.ndarray, given: Optional[Detections]) -> Detections:
         if given is None:
             if self.detector is None:

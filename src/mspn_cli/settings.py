@@ -14,7 +14,9 @@ from typing import Any, Dict, Optional, Tuple
 
 from mspn_cli.errors import UsageError
 
-__all__ = ["RunSettings"]
+__all__ = ["PRECISIONS", "RunSettings"]
+
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -34,8 +36,11 @@ class RunSettings:
     box_thr: Optional[float] = None  # None = the detector config's default for detected boxes; all given boxes
     max_persons: Optional[int] = None
     progress: bool = False  # show download/export progress
+    precision: str = "fp32"  # fp32 (reproduces the official results) | bf16 (CPUs with AMX/AVX512_BF16) | fp16 (GPUs)
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
         if self.batch_size is not None and self.batch_size < 1:
             raise UsageError("--batch-size must be at least 1")
         if self.precision not in ("fp32", "bf16", "fp16"):

@@ -22,6 +22,8 @@ EXPORTED_BACKENDS = [
     pytest.param("onnxruntime", marks=pytest.mark.skipif(
         "onnxruntime" not in available_backends("cpu"), reason="onnxruntime is not installed")),
     pytest.param("mge-lite", marks=requires_lite),
+    pytest.param("openvino", marks=pytest.mark.skipif(
+        "openvino" not in available_backends("cpu"), reason="openvino is not installed (optional)")),
 ]
 
 
@@ -70,6 +72,7 @@ def test_mspn_backends_match_megengine_at_any_batch_size(backend_name, mspn_case
     backend = create_backend(backend_name, model, cache_dir=graph_dir, cache_key="mspn-test-seed0",
                              input_shape=(1, 3, 256, 192), dynamic_axes={0: "N"})  # the caller declares the spec
     assert backend.name == backend_name
+    assert getattr(backend, "precision", "fp32") == "fp32"  # OpenVINO: read back from the compiled model (f32 forced)
     for n in MSPN_BATCHES:
         outputs = backend.run(batches[n])
         assert outputs[0].shape == (n, 17, 64, 48)
@@ -108,14 +111,15 @@ def test_detector_backends_match_megengine_at_any_size(backend_name, detector_ca
 # --------------------------------------------------------------------------- selection and cache
 
 
-def test_auto_prefers_onnxruntime_then_lite_then_megengine_on_cpu():
+def test_auto_prefers_openvino_then_onnxruntime_then_lite_then_megengine_on_cpu():
     names = available_backends("cpu")
-    expected = [name for name in ("onnxruntime", "mge-lite", "megengine") if name in names]
+    expected = [name for name in ("openvino", "onnxruntime", "mge-lite", "megengine") if name in names]
     assert names[: len(expected)] == expected
     assert "megengine" in names
     assert ("mge-lite" in names) == lite_runs_here()  # offered only where Lite runs
     assert "onnxruntime" not in available_backends("gpu")
     assert "mge-lite" not in available_backends("gpu")
+    assert "openvino" not in available_backends("gpu")
 
 
 class TinyNet(M.Module):

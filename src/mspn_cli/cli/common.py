@@ -89,6 +89,7 @@ class BatchReport:
     persons: int = 0
     failures: List[Tuple[str, str]] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)  # not failures: said once, after the summary
+    precision: Optional[str] = None  # what the networks computed in, as their backends read it back
     started: float = field(default_factory=time.perf_counter)
 
     def fail(self, path: str, reason: str) -> None:
@@ -115,13 +116,16 @@ class BatchReport:
             return EXIT_OK
         return EXIT_PARTIAL if self.images else InputError.exit_code
 
+    def precision_text(self) -> str:
+        return f", precision {self.precision}" if self.precision else ""
+
     def print_summary(self, quiet: bool, noun: str = "persons") -> None:
         elapsed = time.perf_counter() - self.started
         if not quiet:
             rate = self.images / elapsed if elapsed > 0 else 0.0
             console_err.print(
                 f"[green]done:[/green] {self.images} image(s), {self.persons} {noun}, "
-                f"{len(self.failures)} failed, {elapsed:.1f} s ({rate:.2f} images/s)"
+                f"{len(self.failures)} failed, {elapsed:.1f} s ({rate:.2f} images/s)" + self.precision_text()
             )
         for note in self.notes:
             warn(note)

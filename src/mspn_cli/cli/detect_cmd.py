@@ -60,7 +60,7 @@ def detect_command(
         return draw_boxes(outcome.image, outcome.result.boxes, outcome.result.scores)
 
     writer = ImageResultsWriter(output, jsonl, annotated, draw=draw, line_key="detections")
-    report = BatchReport()
+    report = BatchReport(precision=detector.precision)
     report.note_skipped(skipped)
     progress, task_bar = make_progress(len(tasks), quiet, "detect")
     interrupted: Optional[BaseException] = None

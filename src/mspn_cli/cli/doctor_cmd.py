@@ -37,6 +37,10 @@ def _print_table(report: Dict[str, Any]) -> None:
     packages.add_row("devices", f"cpu, {gpus if gpus is not None else '?'} gpu(s)", "cpu", devices["problem"] or "ok")
     backends = report["backends"]
     packages.add_row("backends", ", ".join(backends["cpu"]) or "-", "one on cpu", backends["problem"] or "ok")
+    cpu = report["cpu"]
+    features = ", ".join(f"{name} {'yes' if present else 'no' if present is False else '?'}" for name, present in cpu["features"].items())
+    packages.add_row("cpu", cpu["model"] or "-", "-", cpu["problem"] or features or "features unknown")
+    packages.add_row("precisions", ", ".join(cpu["precisions"]), "fp32", f"bf16: {cpu['bf16']}" if cpu["bf16"] else "ok")
     console.print(packages)
 
     weights = report["weights"]

@@ -102,6 +102,7 @@ def run_planned_images(tasks: Sequence[ImageTask], settings: RunSettings, need_d
     annotated = plan_annotated_images(tasks, output, outputs.overwrite or own_images)
     todo = [task for task in tasks if task.index not in resumed]
     engine = open_engine(scale.engine, settings, need_detector, drawing) if todo else None
+    report.precision = getattr(engine, "precision", None)
     if checkpoint is not None and not scale.resume:
         checkpoint.discard()  # --no-resume: this run starts over, now that nothing refused it
 

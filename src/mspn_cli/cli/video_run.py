@@ -60,6 +60,7 @@ def run_with_videos(items: Sequence[Any], settings, video_settings, outputs: Run
         from mspn_cli.pipeline import PosePipeline
 
         pipeline = PosePipeline.from_settings(settings, need_detector=True)
+        report.precision = pipeline.precision
         runner = VideoPoseRunner(pipeline, video_settings, video_config=video_config)
         if tasks:
             _run_photos(pipeline, tasks, plan, outputs, totals)
@@ -91,7 +92,8 @@ def run_with_videos(items: Sequence[Any], settings, video_settings, outputs: Run
         rate = totals.frames / elapsed if elapsed > 0 else 0.0
         photos_text = f"{totals.photos} image(s), " if tasks else ""
         console_err.print(f"[green]done:[/green] {totals.videos} video(s) ({totals.frames} frames), {photos_text}"
-                          f"{report.persons} persons, {len(report.failures)} failed, {elapsed:.1f} s ({rate:.2f} frames/s)")
+                          f"{report.persons} persons, {len(report.failures)} failed, {elapsed:.1f} s ({rate:.2f} frames/s)"
+                          f"{report.precision_text()}")
     for note in report.notes:
         warn(note)
     for path, reason in report.failures:

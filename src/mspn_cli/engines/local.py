@@ -22,6 +22,10 @@ class LocalEngine:
         return cls(PosePipeline.from_settings(settings, need_detector, pose_backend=pose_backend,
                                               detector_backend=detector_backend))
 
+    @property
+    def precision(self) -> str:
+        return self.pipeline.precision
+
     def run(self, tasks: Sequence[ImageTask], annotated: Dict[int, Path]) -> Iterator[ImageOutcome]:
         """Outcomes keep the decoded image of tasks to be drawn; the caller's writer draws them."""
         yield from self.pipeline.run_tasks(tasks, keep_image=lambda task: task.index in annotated)

@@ -131,6 +131,9 @@ class RayEngine:
 
         pipeline = PosePipeline.from_settings(self.settings, self.need_detector, pose_backend=self.pose_backend,
                                               detector_backend=self.detector_backend)
+        # The actors get the same settings on the same kind of node: a precision the driver's
+        # backends read back (and, for bf16, checked) is the one they run; one they cannot run, they refuse.
+        self.precision = pipeline.precision
         del pipeline
 
     def _connect(self) -> None:

@@ -112,5 +112,6 @@ def prepare_eval(job: EvalJob, annotations: Optional[CocoKeypointAnnotations] = 
         "batch_size": estimator.batch_size,
         "device": job.settings.device,
         "backend": estimator.backend_name,
+        "precision": getattr(estimator, "precision", None) or "fp32",
     }
     return PreparedEval(job, annotations, selection, pipeline, settings, info)

@@ -56,7 +56,13 @@ def resume_settings(estimator: Any, boxes_fingerprint: str, annotations: CocoKey
         "flip": bool(estimator.flip),
         "decoder": DECODER_NAME,
         "weights_sha256": estimator.weights_sha256,
+        # fp32 is left out so checkpoints from before --precision existed stay resumable
+        **({} if _precision(estimator) == "fp32" else {"precision": _precision(estimator)}),
     }
+
+
+def _precision(estimator: Any) -> str:
+    return getattr(estimator, "precision", None) or "fp32"
 
 
 def run_keypoint_eval(

@@ -56,6 +56,8 @@ def run_identity(settings: RunSettings, tasks: Sequence[ImageTask]) -> Dict[str,
     """
     values = settings.to_dict()
     values.pop("progress", None)  # how a run looks, not what it computes
+    if values.get("precision") == "fp32":  # the default: checkpoints from before --precision existed stay resumable
+        values.pop("precision")
     digest = hashlib.sha256()
     for task in tasks:
         digest.update(json.dumps([task.to_row(), _file_stamp(task.path)], sort_keys=True).encode())

@@ -53,6 +53,7 @@ def _load_builtin_backends() -> None:
         "mspn_cli.runtime.lite_backend",
         "mspn_cli.runtime.onnxruntime_backend",
         "mspn_cli.runtime.torch_network",
+        "mspn_cli.runtime.openvino_backend",
     ):
         try:
             importlib.import_module(module)
