@@ -142,13 +142,10 @@ def path(
 # --------------------------------------------------------------------------- verify
 
 
-def _build(model_name: str):
-    from mspn_cli.models import build_model
+def _manifest_keys(model_name: str) -> set:
+    from mspn_cli.weights.manifest import manifest
 
-    try:
-        return build_model(model_name)
-    except ImportError as exc:  # a network whose module is not part of this installation
-        raise WeightsError(f"model {model_name} is not available in this installation ({exc})") from None
+    return set(manifest(model_name))
 
 
 def _guess_model(path: Path, state_keys) -> str:
@@ -159,7 +156,7 @@ def _guess_model(path: Path, state_keys) -> str:
     best, best_overlap = None, 0
     for name, _ in known_weights():
         try:
-            overlap = len(set(_build(name).state_dict()) & set(state_keys))
+            overlap = len(_manifest_keys(name) & set(state_keys))
         except WeightsError:
             continue
         if overlap > best_overlap:
@@ -208,7 +205,7 @@ def verify(
 ) -> None:
     """Hash a weights file, compare it with the config, and prove it loads strictly into its network."""
     from mspn_cli.models import available_models
-    from mspn_cli.weights import load_checkpoint, load_weights_into  # numpy: not at module level
+    from mspn_cli.weights import fit_to_manifest, load_checkpoint  # numpy: not at module level
 
     if model is not None and model not in available_models():
         raise UsageError(f"unknown model '{model}'; choose {MODEL_NAMES_HELP}")
@@ -225,7 +222,8 @@ def verify(
         if expected and digest != expected:
             raise WeightsError(f"checksum mismatch: {file} has sha256 {digest}, the config expects {expected}")
         prefix_matches = sha256_prefix_matches(digest, wcfg) if official else None
-        load_weights_into(_build(model_name), state, str(file), model_name=model_name)
+        # Checked against the network's packaged manifest: no network is built, no MegEngine needed.
+        fit_to_manifest(model_name, state, str(file))
         report = {
             "path": str(file),
             "model": model_name,

@@ -101,8 +101,10 @@ def attach_backend(
     is opened directly; only otherwise is the MegEngine network built, loaded and exported.
     `graph_tag` is no longer needed (the input spec comes from the config); kept for callers.
     """
+    from mspn_cli.runtime.base import require_backend_runtime
     from mspn_cli.weights import indexed_sha256, resolve_weights
 
+    require_backend_runtime(backend, device)  # a backend that needs MegEngine where it is absent: one line, now
     name = config.model.name
     started = time.perf_counter()
     if backend in ("auto", "onnxruntime"):

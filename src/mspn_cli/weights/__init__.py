@@ -4,7 +4,8 @@
     download   atomic, verified download with a progress callback
     checksum   sha256, and the index that spares re-hashing unchanged files
     unpickle   the restricted unpickler (numpy arrays in plain containers only)
-    loading    strict state-dict loading into a network (legacy layouts tolerated)
+    loading    strict state-dict loading into a network or against its manifest (legacy layouts tolerated)
+    manifest   the packaged state-dict manifests (key, shape, dtype of every tensor)
 """
 
 from mspn_cli.weights.checksum import DigestIndex, indexed_sha256, sha256_file, sha256_prefix_matches
@@ -20,7 +21,7 @@ from mspn_cli.weights.store import (
 
 # loading and unpickle need numpy; they load on first use so that `mspn --help` and the
 # weights commands that only look at files do not pay for it.
-_NEEDS_NUMPY = {"load_weights_into": "loading", "load_checkpoint": "unpickle", "save_state_dict": "unpickle"}
+_NEEDS_NUMPY = {"load_weights_into": "loading", "fit_to_manifest": "loading", "load_checkpoint": "unpickle", "save_state_dict": "unpickle"}
 
 
 def __getattr__(name):
@@ -38,6 +39,7 @@ __all__ = [
     "LoggedProgress",
     "cached_path",
     "download_file",
+    "fit_to_manifest",
     "format_size",
     "indexed_sha256",
     "known_weights",

@@ -1,4 +1,5 @@
-"""Strict loading of a state dict into a MegEngine network, tolerating legacy layouts only."""
+"""Strict loading of a state dict, tolerating legacy layouts only: into a MegEngine network, or
+against the packaged manifest of its network (numpy only, no MegEngine)."""
 
 from __future__ import annotations
 
@@ -41,55 +42,47 @@ def _reshape_rules() -> Tuple[tuple, tuple]:
     return norms, convs
 
 
-def _layout_only_difference(owner: Any, leaf: str, file_shape: tuple, model_shape: tuple, rules) -> bool:
-    norms, convs = rules
+def _layout_only_difference(kind: Optional[str], leaf: str, file_shape: tuple, model_shape: tuple) -> bool:
+    """`kind`: the owning layer's family, "norm", "conv" or None."""
     if int(np.prod(file_shape)) != int(np.prod(model_shape)):
         return False
-    if isinstance(owner, norms):
+    if kind == "norm":
         return True
-    if isinstance(owner, convs) and leaf == "bias":
+    if kind == "conv" and leaf == "bias":
         channels = int(np.prod(model_shape))
         return {file_shape, model_shape} <= {(channels,), (1, channels, 1, 1)}
     return False
 
 
-def load_weights_into(
-    model: Any, state: Mapping[str, np.ndarray], source: str, *, model_name: Optional[str] = None
-) -> None:
-    """Load `state` into `model` strictly, or raise one WeightsError describing every misfit.
+def fit_state(
+    expected: Mapping[str, Tuple[tuple, np.dtype]], kinds: Mapping[str, str], state: Mapping[str, np.ndarray],
+    source: str, name: str,
+) -> "OrderedDict[str, np.ndarray]":
+    """`state`'s arrays in `expected`'s order, shapes and dtypes, or one WeightsError naming every misfit.
 
     Tolerated: BatchNorm (and other norm-layer) tensors and conv biases stored as
     (1,C,1,1) instead of (C,) or the reverse, as MegEngine 0.x files do; float tensors of
-    another precision (converted to the model's dtype).
+    another precision (converted to the network's dtype).
     """
-    name = model_name or getattr(model, "name", None) or type(model).__name__
-    # The model's own tensors, by state-dict name. Module.state_dict()/load_state_dict()
-    # copy every tensor through numpy one by one (about 10 s for MSPN's 1456 entries);
-    # reading shapes and resetting tensors in place takes under a second.
-    tensors = _named_tensors(model)
-    modules = dict(model.named_modules())
-    rules = _reshape_rules()
-    expected = {key: _ShapeOnly(_state_dict_shape(key, t, modules, rules), np.dtype(t.dtype)) for key, t in tensors.items()}
-
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]
     wrong_shapes: List[str] = []
     fitted: "OrderedDict[str, np.ndarray]" = OrderedDict()
-    for key, target in expected.items():
+    for key, (shape, dtype) in expected.items():
         if key not in state:
             continue
         value = np.asarray(state[key])
-        if value.shape != target.shape:
+        if value.shape != shape:
             owner_name, _, leaf = key.rpartition(".")
-            if not _layout_only_difference(modules.get(owner_name), leaf, value.shape, target.shape, rules):
-                wrong_shapes.append(f"{key}: file {_shape_text(value.shape)} vs model {_shape_text(target.shape)}")
+            if not _layout_only_difference(kinds.get(owner_name), leaf, value.shape, shape):
+                wrong_shapes.append(f"{key}: file {_shape_text(value.shape)} vs model {_shape_text(shape)}")
                 continue
-            value = value.reshape(target.shape)
-        if value.dtype != target.dtype:
+            value = value.reshape(shape)
+        if value.dtype != dtype:
             if value.dtype.kind not in "biuf":
-                wrong_shapes.append(f"{key}: file dtype {value.dtype} vs model {target.dtype}")
+                wrong_shapes.append(f"{key}: file dtype {value.dtype} vs model {dtype}")
                 continue
-            value = value.astype(target.dtype)
+            value = value.astype(dtype)
         fitted[key] = value
 
     if missing or unexpected or wrong_shapes:
@@ -104,6 +97,42 @@ def load_weights_into(
         if not fitted:
             message += "; these look like weights of a different model"
         raise WeightsError(message)
+    return fitted
+
+
+def fit_to_manifest(model_name: str, state: Mapping[str, np.ndarray], source: str) -> "OrderedDict[str, np.ndarray]":
+    """Strict loading without a network: `state` checked against the packaged manifest of
+    `model_name` (same rules and message as `load_weights_into`), arrays in the manifest's
+    order and shapes. Needs numpy only."""
+    from mspn_cli.weights.manifest import layer_kinds, manifest
+
+    entries = manifest(model_name)
+    expected = OrderedDict((key, (shape, np.dtype(dtype))) for key, (shape, dtype) in entries.items())
+    return fit_state(expected, layer_kinds(entries), state, source, model_name)
+
+
+def load_weights_into(
+    model: Any, state: Mapping[str, np.ndarray], source: str, *, model_name: Optional[str] = None
+) -> None:
+    """Load `state` into the MegEngine `model` strictly, or raise one WeightsError describing
+    every misfit (the rules of `fit_state`)."""
+    name = model_name or getattr(model, "name", None) or type(model).__name__
+    # The model's own tensors, by state-dict name. Module.state_dict()/load_state_dict()
+    # copy every tensor through numpy one by one (about 10 s for MSPN's 1456 entries);
+    # reading shapes and resetting tensors in place takes under a second.
+    tensors = _named_tensors(model)
+    modules = dict(model.named_modules())
+    norms, convs = _reshape_rules()
+    kinds = {}
+    for owner_name, owner in modules.items():
+        if isinstance(owner, norms):
+            kinds[owner_name] = "norm"
+        elif isinstance(owner, convs):
+            kinds[owner_name] = "conv"
+    expected = OrderedDict(
+        (key, (_state_dict_shape(key, t, kinds), np.dtype(t.dtype))) for key, t in tensors.items()
+    )
+    fitted = fit_state(expected, kinds, state, source, name)
 
     from mspn_cli._mge import import_megengine
 
@@ -114,21 +143,10 @@ def load_weights_into(
         tensor._reset(mge.tensor(value, dtype=value.dtype, device=tensor.device))
 
 
-class _ShapeOnly:
-    """Shape and dtype of a model tensor, without copying its values out."""
-
-    __slots__ = ("shape", "dtype")
-
-    def __init__(self, shape: tuple, dtype: np.dtype):
-        self.shape = shape
-        self.dtype = dtype
-
-
-def _state_dict_shape(key: str, tensor: Any, modules: Mapping[str, Any], rules) -> tuple:
+def _state_dict_shape(key: str, tensor: Any, kinds: Mapping[str, str]) -> tuple:
     """The shape `state_dict()` reports: MegEngine 1.13 flattens norm-layer tensors to (C,)."""
     shape = tuple(tensor.shape)
-    owner = modules.get(key.rpartition(".")[0])
-    if isinstance(owner, rules[0]):
+    if kinds.get(key.rpartition(".")[0]) == "norm":
         return (int(np.prod(shape)),)
     return shape
 
