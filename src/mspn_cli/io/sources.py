@@ -127,9 +127,6 @@ def expand_inputs(inputs: Sequence[Union[str, Path]], recursive: bool = False,
     return items
 
 
-JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
-
-
 def decode_image_bytes(data: bytes, name: str = "image", allow_truncated: bool = False,
                        notes: Optional[List[str]] = None) -> np.ndarray:
     """Decode encoded image bytes to H x W x 3 uint8 BGR.
@@ -148,11 +145,6 @@ def decode_image_bytes(data: bytes, name: str = "image", allow_truncated: bool =
     truncated = truncation_of(data)
     if truncated and not allow_truncated:
         raise InputError(f"{name}: {truncated}; pass --allow-truncated to use what it holds")
-    if truncated and data[:2] == JPEG_START:
-        # Ended with an end-of-image marker: OpenCV 5 refuses a JPEG cut short, and OpenCV 4
-        # fills its missing rows differently from what it does with the marker; with it, both
-        # decode the same rows the same way, so the result does not depend on the OpenCV.
-        data += JPEG_END
     image, captured = quiet_imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
         reason = f"{truncated}, and what it holds cannot be decoded" if truncated else "not a readable image (corrupt, truncated or unsupported format)"
