@@ -11,17 +11,20 @@ DEMO_FALLBACK ?= tests/data/images/pilots_three_people_rgba.png
 DEMO_IMAGE ?=
 DEMO_OUT ?= demo_out
 
-# MegEngine 1.13 ships wheels for CPython <= 3.10 only. Find a 3.10 interpreter:
-# $PYTHON if set, else pyenv's 3.10.x, else python3.10 on PATH.
+# Python: 3.10 when there is one (the full reference world: MegEngine 1.13 ships wheels for
+# CPython <= 3.10 only), else the newest python3.X >= 3.10 on PATH (everything but MegEngine's
+# features). $PYTHON if set; else pyenv's 3.10.x, python3.10, python3.13, 3.12, 3.11, python3.
 PYTHON ?= $(shell \
 	if command -v pyenv >/dev/null 2>&1 && p=$$(pyenv root 2>/dev/null)/versions/$$(cat .python-version 2>/dev/null)/bin/python && [ -x "$$p" ]; then echo "$$p"; \
 	elif command -v pyenv >/dev/null 2>&1 && p=$$(ls -d $$(pyenv root)/versions/3.10.*/bin/python 2>/dev/null | tail -n1) && [ -n "$$p" ]; then echo "$$p"; \
-	elif command -v python3.10 >/dev/null 2>&1; then command -v python3.10; fi)
+	else for c in python3.10 python3.13 python3.12 python3.11 python3; do \
+		if command -v $$c >/dev/null 2>&1 && $$c -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] < (4, 0))' 2>/dev/null; then command -v $$c; break; fi; \
+	done; fi)
 
 .PHONY: help setup demo test test-fast test-all bench bench-smoke clean check-python
 
 help:
-	@echo "make setup   - create $(VENV) (Python 3.10) and install mspn-cli with dev extras"
+	@echo "make setup   - create $(VENV) (Python 3.10 if found, else the newest python3 >= 3.10) and install mspn-cli with dev extras"
 	@echo "make demo    - set up, then run 'mspn keypoints' on the example photo (photo and official weights fetched on first use)"
 	@echo "make test    - set up, then run the whole test suite (what CI runs)"
 	@echo "make test-fast - the suite without tests/slow"
@@ -29,11 +32,17 @@ help:
 
 check-python:
 	@if [ -z "$(PYTHON)" ]; then \
-		echo "error: Python 3.10 not found. MegEngine 1.13 needs CPython <= 3.10." >&2; \
-		echo "       Install it (e.g. 'pyenv install 3.10.13') or run 'make setup PYTHON=/path/to/python3.10'." >&2; \
+		echo "error: no Python 3.10 or newer found (looked for python3.10, python3.13, python3.12, python3.11, python3)." >&2; \
+		echo "       Install one (Debian/Ubuntu: sudo apt install python3 python3-venv) or run 'make setup PYTHON=/path/to/python3'." >&2; \
 		exit 1; fi
-	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 10), sys.version' 2>/dev/null || { \
-		echo "error: $(PYTHON) is not Python 3.10 (MegEngine 1.13 needs CPython <= 3.10)." >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; assert (3, 10) <= sys.version_info[:2], sys.version' 2>/dev/null || { \
+		echo "error: $(PYTHON) is older than Python 3.10; mspn-cli needs 3.10 to 3.13." >&2; exit 1; }
+	@v=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	if [ "$$v" = "3.10" ]; then echo "using Python $$v ($(PYTHON)): the full reference world, with MegEngine 1.13"; \
+	else echo "using Python $$v ($(PYTHON)) (no MegEngine: the reference backend, mge-lite, .mge export, GPU and the parity tests are not available; they need Python 3.10)"; fi
+	@test -x $(PY) || $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
+		echo "error: $(PYTHON) cannot create a virtual environment (no venv/ensurepip module)." >&2; \
+		echo "       Debian/Ubuntu: sudo apt install python3-venv (or python$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')-venv)" >&2; exit 1; }
 
 $(VENV)/.installed: pyproject.toml | check-python
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -95,4 +104,4 @@ bench-smoke: setup
 	$(PY) benchmarks/bench.py --smoke
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache demo_out
+	rm -rf $(VENV) .venv-py312 .ci_cross_world build dist src/*.egg-info .pytest_cache demo_out

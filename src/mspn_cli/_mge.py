@@ -62,10 +62,48 @@ def cap_heap_growth() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD))
 
 
-def import_megengine():
-    """Import and return the `megengine` module without its CUDA chatter."""
+MEGENGINE_REQUIREMENT = "megengine==1.13.*"
+DEFAULT_FEATURE = "the MegEngine reference (--backend megengine or mge-lite, export --format mge, parity checks)"
+
+
+def megengine_installed() -> bool:
+    """Whether `import megengine` would find the package; imports nothing."""
+    if "megengine" in sys.modules:
+        return True
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("megengine") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def megengine_missing(feature: str = DEFAULT_FEATURE):
+    """The one-line error for `feature` where MegEngine is not installed: what, and how to get it."""
+    from mspn_cli.errors import MegEngineMissing
+
+    if sys.version_info[:2] <= (3, 10):
+        how = f"pip install '{MEGENGINE_REQUIREMENT}'"
+    else:
+        how = f"pip install '{MEGENGINE_REQUIREMENT}' on Python 3.10 (this is Python {sys.version_info[0]}.{sys.version_info[1]})"
+    return MegEngineMissing(f"{feature} needs MegEngine 1.13, which installs on CPython 3.10 only: {how}")
+
+
+def require_megengine(feature: str = DEFAULT_FEATURE) -> None:
+    """Raise `megengine_missing(feature)` unless MegEngine is installed (imports nothing)."""
+    if not megengine_installed():
+        raise megengine_missing(feature)
+
+
+def import_megengine(feature: str = DEFAULT_FEATURE):
+    """Import and return the `megengine` module without its CUDA chatter.
+
+    Where MegEngine is not installed: errors.MegEngineMissing (a UsageError and a
+    ModuleNotFoundError) saying that `feature` needs it and how to get it.
+    """
     if "megengine" in sys.modules:
         return sys.modules["megengine"]
+    require_megengine(feature)
     cap_heap_growth()
     with silenced_stderr():
         import megengine
@@ -81,7 +119,7 @@ def import_megengine():
 
 
 def gpu_count() -> int:
-    mge = import_megengine()
+    mge = import_megengine("--device gpu")
     with silenced_stderr():
         return int(mge.get_device_count("gpu"))
 

@@ -106,8 +106,20 @@ def python_row() -> Dict[str, Any]:
         spec = ""
     version = platform.python_version()
     ok = SpecifierSet(spec).contains(version) if spec else True
-    problem = None if ok else f"Python {version} does not satisfy {spec} (MegEngine 1.13 has wheels for CPython <= 3.10)"
+    problem = None if ok else f"Python {version} does not satisfy {spec}"
     return {"name": "python", "requirement": spec or "any", "version": version, "ok": ok, "problem": problem}
+
+
+MEGENGINE_ADDS = "reference backend, mge-lite, .mge export, GPU, parity checks"
+
+
+def optional_megengine_row() -> Dict[str, Any]:
+    """MegEngine where no requirement applies (CPython 3.11+, where it has no wheels): reported,
+    never a problem. It is not imported here: a present MegEngine only has its version read."""
+    version = _installed_version("megengine")
+    note = ("installed" if version else "optional, not installed") + f" (adds: {MEGENGINE_ADDS})"
+    return {"name": "megengine", "requirement": "CPython 3.10 only", "version": version, "ok": True,
+            "optional": True, "problem": None, "note": note}
 
 
 def check_packages() -> List[Dict[str, Any]]:
@@ -117,11 +129,19 @@ def check_packages() -> List[Dict[str, Any]]:
         return [{"name": "packaging", "requirement": "any", "version": None, "ok": False, "problem": str(exc)}]
     # numpy first: OpenCV's check depends on it, and a numpy 2 explains the other failures.
     requirements.sort(key=lambda r: r.name != "numpy")
-    return [python_row()] + [package_row(r) for r in requirements]
+    rows = [python_row()] + [package_row(r) for r in requirements]
+    if not any(r.name.lower() == "megengine" for r in requirements):
+        rows.append(optional_megengine_row())
+    return rows
 
 
 def check_devices() -> Dict[str, Any]:
-    devices: Dict[str, Any] = {"cpu": True, "gpu_count": None, "problem": None}
+    from mspn_cli._mge import megengine_installed
+
+    devices: Dict[str, Any] = {"cpu": True, "gpu_count": None, "problem": None, "note": None}
+    if not megengine_installed():  # GPUs run through MegEngine only; without it, CPU only, by design
+        devices["note"] = "cpu only: GPUs run through MegEngine, which is not installed"
+        return devices
     try:
         from mspn_cli._mge import gpu_count
 

@@ -49,6 +49,20 @@ class ConfigError(MspnError):
     exit_code = EXIT_CONFIG
 
 
+class MegEngineMissing(UsageError, ModuleNotFoundError):
+    """A feature that needs MegEngine (the reference backend, MegEngine Lite, `.mge` export,
+    parity checks) was asked for where MegEngine is not installed. Still a ModuleNotFoundError
+    (name "megengine"), so code that treats MegEngine as optional keeps working."""
+
+    def __init__(self, message: str):
+        UsageError.__init__(self, message)
+        self.msg = message
+        self.name = "megengine"
+
+    def __str__(self) -> str:
+        return self.msg
+
+
 class OutputError(MspnError):
     """An output cannot be written (missing folder, read-only, would overwrite)."""
 

@@ -23,6 +23,7 @@ def mspn():
     return build_model("mspn_4stage")
 
 
+@pytest.mark.megengine
 def test_state_dict_matches_official_manifest_line_by_line(mspn):
     expected = _manifest("mspn_4stage.manifest.tsv")
     actual = [(k, tuple(np.asarray(v).shape), str(np.asarray(v).dtype)) for k, v in mspn.state_dict().items()]
@@ -41,6 +42,7 @@ def test_registry_rejects_unknown_model():
         build_model("mspn_5stage")
 
 
+@pytest.mark.megengine
 def test_forward_returns_final_heatmaps_and_trace_matches_eager(mspn):
     from mspn_cli._mge import import_megengine
     from mspn_cli.runtime.megengine_backend import MegEngineBackend

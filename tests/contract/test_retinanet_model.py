@@ -5,6 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.conftest import skip_module_without_megengine  # noqa: E402
+
+skip_module_without_megengine()
+pytestmark = pytest.mark.megengine
+
 from mspn_cli._mge import import_megengine
 from mspn_cli.models import build_model
 from mspn_cli.models.retinanet import DETECTOR_PIXEL_MEAN, DETECTOR_PIXEL_STD, RetinaNet

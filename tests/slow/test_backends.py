@@ -8,6 +8,11 @@ import pytest
 from mspn_cli.runtime.lite_probe import lite_runs_here
 from tests.conftest import requires_lite
 
+from tests.conftest import skip_module_without_megengine  # noqa: E402
+
+skip_module_without_megengine()
+pytestmark = pytest.mark.megengine
+
 from mspn_cli._mge import import_megengine
 from mspn_cli.runtime import available_backends, create_backend
 from mspn_cli.export.verify import relative_error

@@ -10,6 +10,11 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
+from tests.conftest import skip_module_without_megengine  # noqa: E402
+
+skip_module_without_megengine()
+pytestmark = pytest.mark.megengine
+
 from mspn_cli._mge import import_megengine  # noqa: E402
 from mspn_cli.runtime import create_backend  # noqa: E402
 from mspn_cli.weights import store  # noqa: E402

@@ -10,6 +10,11 @@ from tests.conftest import assert_clean_error, requires_lite, run_mspn
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+from tests.conftest import skip_module_without_megengine  # noqa: E402
+
+skip_module_without_megengine()
+pytestmark = pytest.mark.megengine
+
 from mspn_cli._mge import import_megengine  # noqa: E402
 from mspn_cli.errors import UnsupportedOperatorError  # noqa: E402
 from mspn_cli.export.mge import export_mge  # noqa: E402

@@ -140,6 +140,7 @@ def test_pickle_referencing_eval_is_refused(tmp_path):
         load_checkpoint(path)
 
 
+@pytest.mark.megengine
 def test_megengine_113_state_dict_loads_and_tensor_pickles_are_refused(tmp_path):
     # What `mge.save(model.state_dict())` writes in 1.13 is numpy only, so it loads;
     # keep_var=True pickles MegEngine Tensor objects, which the unpickler refuses.
@@ -219,6 +220,7 @@ def test_sha256_prefix_is_only_compared_when_recorded():
 # --------------------------------------------------------------------------- strict loading
 
 
+@pytest.mark.megengine
 def test_strict_load_fits_and_copies_values():
     model = tiny_model()
     state = state_for(model, seed=3)
@@ -226,6 +228,7 @@ def test_strict_load_fits_and_copies_values():
     assert_same_state(model.state_dict(), state)
 
 
+@pytest.mark.megengine
 def test_legacy_layouts_and_float64_are_accepted():
     model = tiny_model()
     state = state_for(model, seed=4)
@@ -239,6 +242,7 @@ def test_legacy_layouts_and_float64_are_accepted():
     assert_same_state(loaded, state)  # shapes and float32 as the model has them
 
 
+@pytest.mark.megengine
 def test_strict_load_reports_every_misfit_in_one_error():
     model = tiny_model()
     state = state_for(model)
@@ -259,6 +263,7 @@ def test_strict_load_reports_every_misfit_in_one_error():
     assert "\n" not in message
 
 
+@pytest.mark.megengine
 def test_foreign_weights_name_at_most_three_keys_per_kind():
     model = tiny_model()
     foreign = OrderedDict((f"layer{i}.weight", np.ones(2, np.float32)) for i in range(5))
@@ -270,6 +275,7 @@ def test_foreign_weights_name_at_most_three_keys_per_kind():
     assert message.endswith("these look like weights of a different model")
 
 
+@pytest.mark.megengine
 def test_model_is_untouched_when_weights_do_not_fit():
     model = tiny_model()
     before = model.state_dict()
@@ -280,6 +286,7 @@ def test_model_is_untouched_when_weights_do_not_fit():
     assert_same_state(model.state_dict(), before)
 
 
+@pytest.mark.megengine
 def test_official_mspn_file_with_legacy_bn_shapes_loads(mspn_weights):
     from mspn_cli.models import build_model
 

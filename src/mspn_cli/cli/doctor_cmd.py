@@ -31,10 +31,12 @@ def _print_table(report: Dict[str, Any]) -> None:
     packages.add_column("needs")
     packages.add_column("status", overflow="fold")
     for row in report["packages"]:
-        packages.add_row(row["name"], row["version"] or "-", row["requirement"], "ok" if row["ok"] else f"PROBLEM: {row['problem']}")
+        status = (row.get("note") or "ok") if row["ok"] else f"PROBLEM: {row['problem']}"
+        packages.add_row(row["name"], row["version"] or "-", row["requirement"], status)
     devices = report["devices"]
     gpus = devices["gpu_count"]
-    packages.add_row("devices", f"cpu, {gpus if gpus is not None else '?'} gpu(s)", "cpu", devices["problem"] or "ok")
+    packages.add_row("devices", f"cpu, {gpus} gpu(s)" if gpus is not None else "cpu", "cpu",
+                     devices["problem"] or devices.get("note") or "ok")
     backends = report["backends"]
     packages.add_row("backends", ", ".join(backends["cpu"]) or "-", "one on cpu", backends["problem"] or "ok")
     cpu = report["cpu"]

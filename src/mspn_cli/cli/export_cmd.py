@@ -116,6 +116,10 @@ def export_command(
         raise UsageError(f"unknown model '{model_name}'; choose {POSE_MODEL} or {DETECTOR_MODEL}")
     batch_size = parse_batch(batch)
     check_output_path(output, overwrite, "export output")
+    if fmt == "mge":  # .mge graphs are MegEngine's own format: one line where it is absent
+        from mspn_cli._mge import require_megengine
+
+        require_megengine("export --format mge")
     if fmt == "mge" and verify:  # said before the network is loaded and traced
         from mspn_cli.runtime.lite_probe import lite_runs_here
 

@@ -127,6 +127,9 @@ def expand_inputs(inputs: Sequence[Union[str, Path]], recursive: bool = False,
     return items
 
 
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+
+
 def decode_image_bytes(data: bytes, name: str = "image", allow_truncated: bool = False,
                        notes: Optional[List[str]] = None) -> np.ndarray:
     """Decode encoded image bytes to H x W x 3 uint8 BGR.
@@ -145,6 +148,11 @@ def decode_image_bytes(data: bytes, name: str = "image", allow_truncated: bool =
     truncated = truncation_of(data)
     if truncated and not allow_truncated:
         raise InputError(f"{name}: {truncated}; pass --allow-truncated to use what it holds")
+    if truncated and data[:2] == JPEG_START:
+        # Ended with an end-of-image marker: OpenCV >= 4.11 refuses a JPEG cut short, and 4.10
+        # fills its missing rows otherwise than with the marker; with it, every OpenCV decodes
+        # the same rows the same way, so Python 3.10 and 3.11+ give the same image.
+        data += JPEG_END
     image, captured = quiet_imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
         reason = f"{truncated}, and what it holds cannot be decoded" if truncated else "not a readable image (corrupt, truncated or unsupported format)"

@@ -38,6 +38,9 @@ def build_model(name: str):
         factory = _REGISTRY[name]
     except KeyError:
         raise ConfigError(f"unknown model '{name}'; available: {', '.join(available_models())}") from None
+    from mspn_cli._mge import import_megengine
+
+    import_megengine(f"building the MegEngine network {name}")  # one line where MegEngine is absent
     model = factory()
     model.eval()
     return model

@@ -20,8 +20,9 @@ __all__ = [
     "instance_scores",
 ]
 
-# OpenCV's filters take at most 512 channels at once.
-_MAX_CHANNELS = 512
+# OpenCV 4 filters take at most 512 channels at once, OpenCV 5 (CV_CN_MAX) 128. Channels are
+# blurred independently, so the chunk size does not change a bit (tests/unit/test_lazy_crops.py).
+_MAX_CHANNELS = 128
 
 
 def average_flip(heatmaps: np.ndarray, flipped_heatmaps: np.ndarray, flip_order: Sequence[int] = FLIP_ORDER) -> np.ndarray:

@@ -82,7 +82,7 @@ def crop_affine(ext_box_xyxy, input_size: Tuple[int, int] = DEFAULT_INPUT_SIZE) 
     """
     x1, y1, x2, y2 = (np.float32(v) for v in np.asarray(ext_box_xyxy, dtype=np.float32))
     out_h, out_w = input_size
-    centre = np.array([(x1 + x2) / 2, (y1 + y2) / 2], dtype=np.float32)
+    centre = np.array([np.float64(x1 + x2) / 2, np.float64(y1 + y2) / 2], dtype=np.float32)  # official: NumPy 1 float64
     # float64, as the official `dst_w / (bbox_shape[1] * scale)` with an int scale of 1 is.
     # A box of zero size stays so after the extension: the scale is infinite, as in the
     # official code (which still crops it), and that is not worth a warning to the user.

@@ -62,6 +62,21 @@ def _load_builtin_backends() -> None:
                 raise
 
 
+# Backends that run on MegEngine; only MegEngine runs a network on a GPU here.
+MEGENGINE_BACKENDS = ("megengine", "mge-lite")
+
+
+def require_backend_runtime(name: str, device: str = "cpu") -> None:
+    """Fail early, in one line, when `name` on `device` needs MegEngine and it is not installed
+    (before any weights are fetched or graphs built). Imports nothing."""
+    from mspn_cli._mge import require_megengine
+
+    if name in MEGENGINE_BACKENDS:
+        require_megengine(f"--backend {name}")
+    elif not str(device or "cpu").lower().startswith("cpu"):
+        require_megengine(f"--device {device}")
+
+
 def available_backends(device: str = "cpu") -> List[str]:
     _load_builtin_backends()
     return [name for name in _PREFERENCE if _AVAILABLE[name](device)]
@@ -75,6 +90,7 @@ def create_backend(name: str, model, device: str = "cpu", **options) -> Backend:
     reference comes last and runs any network. A backend named explicitly fails loudly.
     """
     _load_builtin_backends()
+    require_backend_runtime(name, device)
     if name != "auto":
         if name not in _FACTORIES:
             raise UsageError(f"unknown backend '{name}'; choose from auto, {', '.join(_PREFERENCE)}")

@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from mspn_cli._mge import import_megengine, silenced_stderr
+from mspn_cli._mge import import_megengine, megengine_installed, silenced_stderr
 from mspn_cli.errors import ExportError, UsageError
 from mspn_cli.export.cache import discard, exported_graph
 from mspn_cli.export.specs import InputSpec
@@ -38,9 +38,9 @@ def _describe(options) -> str:
 
 
 def lite_available(device: str = "cpu") -> bool:
-    if not str(device or "cpu").lower().startswith("cpu"):
+    if not str(device or "cpu").lower().startswith("cpu") or not megengine_installed():
         return False
-    import_megengine()  # megenginelite loads MegEngine's shared library; import it quietly first
+    import_megengine("--backend mge-lite")  # megenginelite loads MegEngine's shared library; import it quietly first
     if optional_import("megenginelite") is None:
         return False
     from mspn_cli.runtime.lite_probe import lite_runs_here

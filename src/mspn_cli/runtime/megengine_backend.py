@@ -6,11 +6,11 @@ from typing import List
 
 import numpy as np
 
-from mspn_cli._mge import gpu_count, import_megengine, silenced_stderr
+from mspn_cli._mge import gpu_count, import_megengine, megengine_installed, silenced_stderr
 from mspn_cli.runtime.base import Backend, as_output_list, register_backend
 from mspn_cli.errors import UsageError
 
-mge = import_megengine()
+FEATURE = "--backend megengine"
 
 
 def normalize_device(device: str) -> str:
@@ -26,6 +26,10 @@ def normalize_device(device: str) -> str:
 
 
 def device_available(device: str) -> bool:
+    """MegEngine is installed and has `device`. Imports MegEngine only for a GPU query, so
+    `auto` passing over this backend never initialises MegEngine in an inference process."""
+    if not megengine_installed():
+        return False
     dev = normalize_device(device)
     if dev.startswith("gpu"):
         index = dev[3:]
@@ -41,6 +45,7 @@ def use_device(device: str) -> str:
     devices is rejected by MegEngine.
     """
     normalized = normalize_device(device)
+    mge = import_megengine(FEATURE if normalized.startswith("cpu") else f"--backend megengine --device {device}")
     if not device_available(device):
         raise UsageError(f"device '{device}' is not available to MegEngine (no usable GPU found)")
     with silenced_stderr():
@@ -77,6 +82,7 @@ class MegEngineBackend(Backend):
         self.traced = _forward
 
     def run(self, batch: np.ndarray) -> List[np.ndarray]:
+        mge = import_megengine(FEATURE)
         tensor = mge.tensor(np.ascontiguousarray(batch, dtype=np.float32), device=self.device)
         outputs = self._forward(tensor)
         return [np.asarray(out.numpy() if hasattr(out, "numpy") else out) for out in _flatten(outputs)]

@@ -161,10 +161,12 @@ def attach_backend(
     loaded and exported. `precision` other than fp32 picks (auto) or demands the backend
     that runs it. `graph_tag` is no longer needed (the input spec comes from the config).
     """
+    from mspn_cli.runtime.base import require_backend_runtime
     from mspn_cli.weights import resolve_weights, verified_sha256
 
     from mspn_cli.runtime.torch_network import attach_torch_backend, uses_torch
 
+    require_backend_runtime(backend, device)  # a backend that needs MegEngine where it is absent: one line, now
     if uses_torch(backend, device):  # --backend torch, or auto on --device cuda[:N]
         return attach_torch_backend(config, weights, device, precision, progress)
     name = config.model.name
