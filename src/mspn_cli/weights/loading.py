@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, List, Mapping, Optional, Tuple
+from typing import Any, List, Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -41,36 +41,58 @@ def _reshape_rules() -> Tuple[tuple, tuple]:
     return norms, convs
 
 
-def _layout_only_difference(owner: Any, leaf: str, file_shape: tuple, model_shape: tuple, rules) -> bool:
+def _layout_of(owner: Any, leaf: str, rules) -> Optional[str]:
+    """Which layout differences a tensor tolerates (reference §6): "norm" (any shape of the
+    same size), "conv_bias" ((C,) and (1,C,1,1)), or None (the exact shape)."""
     norms, convs = rules
+    if isinstance(owner, norms):
+        return "norm"
+    if isinstance(owner, convs) and leaf == "bias":
+        return "conv_bias"
+    return None
+
+
+def _layout_only_difference(layout: Optional[str], file_shape: tuple, model_shape: tuple) -> bool:
     if int(np.prod(file_shape)) != int(np.prod(model_shape)):
         return False
-    if isinstance(owner, norms):
+    if layout == "norm":
         return True
-    if isinstance(owner, convs) and leaf == "bias":
+    if layout == "conv_bias":
         channels = int(np.prod(model_shape))
         return {file_shape, model_shape} <= {(channels,), (1, channels, 1, 1)}
     return False
 
 
-def load_weights_into(
-    model: Any, state: Mapping[str, np.ndarray], source: str, *, model_name: Optional[str] = None
-) -> None:
-    """Load `state` into `model` strictly, or raise one WeightsError describing every misfit.
+class ExpectedTensor(NamedTuple):
+    """A network tensor as a weight file must hold it."""
 
-    Tolerated: BatchNorm (and other norm-layer) tensors and conv biases stored as
-    (1,C,1,1) instead of (C,) or the reverse, as MegEngine 0.x files do; float tensors of
-    another precision (converted to the model's dtype).
-    """
-    name = model_name or getattr(model, "name", None) or type(model).__name__
-    # The model's own tensors, by state-dict name. Module.state_dict()/load_state_dict()
-    # copy every tensor through numpy one by one (about 10 s for MSPN's 1456 entries);
-    # reading shapes and resetting tensors in place takes under a second.
+    shape: Tuple[int, ...]  # as state_dict() reports it (norm-layer tensors flattened to (C,))
+    dtype: np.dtype
+    layout: Optional[str]  # see _layout_of
+
+
+def expected_tensors(model: Any) -> "OrderedDict[str, ExpectedTensor]":
+    """Every tensor `model` loads from a weight file, by state-dict key."""
     tensors = _named_tensors(model)
     modules = dict(model.named_modules())
     rules = _reshape_rules()
-    expected = {key: _ShapeOnly(_state_dict_shape(key, t, modules, rules), np.dtype(t.dtype)) for key, t in tensors.items()}
+    expected: "OrderedDict[str, ExpectedTensor]" = OrderedDict()
+    for key, tensor in tensors.items():
+        owner_name, _, leaf = key.rpartition(".")
+        layout = _layout_of(modules.get(owner_name), leaf, rules)
+        expected[key] = ExpectedTensor(_state_dict_shape(tensor, layout), np.dtype(tensor.dtype), layout)
+    return expected
 
+
+def fit_state_dict(
+    state: Mapping[str, np.ndarray], expected: Mapping[str, ExpectedTensor], source: str, name: str
+) -> "OrderedDict[str, np.ndarray]":
+    """`state`'s tensors in the expected shapes and dtypes, or one WeightsError describing every misfit.
+
+    Tolerated: norm-layer tensors and conv biases stored as (1,C,1,1) instead of (C,) or
+    the reverse, as MegEngine 0.x files do; float tensors of another precision (converted).
+    Needs no MegEngine: graph templates fit weight files with it too.
+    """
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]
     wrong_shapes: List[str] = []
@@ -79,10 +101,9 @@ def load_weights_into(
         if key not in state:
             continue
         value = np.asarray(state[key])
-        if value.shape != target.shape:
-            owner_name, _, leaf = key.rpartition(".")
-            if not _layout_only_difference(modules.get(owner_name), leaf, value.shape, target.shape, rules):
-                wrong_shapes.append(f"{key}: file {_shape_text(value.shape)} vs model {_shape_text(target.shape)}")
+        if value.shape != tuple(target.shape):
+            if not _layout_only_difference(target.layout, value.shape, tuple(target.shape)):
+                wrong_shapes.append(f"{key}: file {_shape_text(value.shape)} vs model {_shape_text(tuple(target.shape))}")
                 continue
             value = value.reshape(target.shape)
         if value.dtype != target.dtype:
@@ -104,6 +125,19 @@ def load_weights_into(
         if not fitted:
             message += "; these look like weights of a different model"
         raise WeightsError(message)
+    return fitted
+
+
+def load_weights_into(
+    model: Any, state: Mapping[str, np.ndarray], source: str, *, model_name: Optional[str] = None
+) -> None:
+    """Load `state` into `model` strictly (`fit_state_dict`), or raise one WeightsError describing every misfit."""
+    name = model_name or getattr(model, "name", None) or type(model).__name__
+    # The model's own tensors, by state-dict name. Module.state_dict()/load_state_dict()
+    # copy every tensor through numpy one by one (about 10 s for MSPN's 1456 entries);
+    # reading shapes and resetting tensors in place takes under a second.
+    tensors = _named_tensors(model)
+    fitted = fit_state_dict(state, expected_tensors(model), source, name)
 
     from mspn_cli._mge import import_megengine
 
@@ -114,21 +148,10 @@ def load_weights_into(
         tensor._reset(mge.tensor(value, dtype=value.dtype, device=tensor.device))
 
 
-class _ShapeOnly:
-    """Shape and dtype of a model tensor, without copying its values out."""
-
-    __slots__ = ("shape", "dtype")
-
-    def __init__(self, shape: tuple, dtype: np.dtype):
-        self.shape = shape
-        self.dtype = dtype
-
-
-def _state_dict_shape(key: str, tensor: Any, modules: Mapping[str, Any], rules) -> tuple:
+def _state_dict_shape(tensor: Any, layout: Optional[str]) -> tuple:
     """The shape `state_dict()` reports: MegEngine 1.13 flattens norm-layer tensors to (C,)."""
     shape = tuple(tensor.shape)
-    owner = modules.get(key.rpartition(".")[0])
-    if isinstance(owner, rules[0]):
+    if layout == "norm":
         return (int(np.prod(shape)),)
     return shape
 
