@@ -174,3 +174,25 @@ def fill_template(template: GraphTemplate, state: Mapping[str, np.ndarray], sour
             raise ExportError(f"graph template of {template.model} is inconsistent at initializer '{name}'; reinstall mspn-cli")
         slot.CopyFrom(numpy_helper.from_array(value, name))
     return proto.SerializeToString()
+
+
+def graph_from_template(model: str, key_fields: Mapping[str, Any], weights_path, cache) -> Optional[Path]:
+    """The ONNX graph for `key_fields` in `cache` (a GraphCache), filled from the packaged
+    template if no sealed one is there; None when no template fits (another config or
+    input spec). Never imports MegEngine. A created graph is sealed with source "template".
+    """
+    from mspn_cli.export.cache import FORMAT_SUFFIXES
+    from mspn_cli.weights.unpickle import load_checkpoint
+
+    template = load_template(model)
+    if template is None or not template.fits(key_fields):
+        return None
+
+    def produce() -> bytes:
+        return fill_template(template, load_checkpoint(weights_path), str(weights_path))
+
+    notice = f"building {model}'s ONNX graph from its weights (once; {cache.describe()})"
+    path, created = cache.get_or_create(model, key_fields, FORMAT_SUFFIXES["onnx"], produce, notice=notice)
+    if created:
+        cache.seal(path, verified=False, source="template")
+    return path

@@ -92,13 +92,64 @@ def _cached_onnxruntime_backend(config, weights_path, weights_sha256: str, devic
         return None
 
 
+def onnx_graph_path(config, weights_path, weights_sha256: str, progress: ProgressArg = True):
+    """The sealed ONNX graph file of `config`'s network holding these weights, for any backend that runs ONNX.
+
+    From the graph cache if there; else filled once from the packaged graph template
+    with numpy and onnx (no MegEngine) and cached; only for a config or input spec
+    without a template is the network built in MegEngine, exported and verified.
+    When no cache folder is usable, the file is in a temporary folder kept for the process.
+    """
+    from mspn_cli.export.cache import FORMAT_SUFFIXES, GraphCache, graph_key_fields
+    from mspn_cli.export.graph_template import graph_from_template
+
+    cache = GraphCache()
+    fields = graph_key_fields("onnx", input_spec_of(config), weights_sha256, graph_key_extra(config))
+    path = cache.find(config.model.name, fields, FORMAT_SUFFIXES["onnx"], require_verified=True)
+    if path is None:
+        path = graph_from_template(config.model.name, fields, weights_path, cache)
+    if path is None:  # no template for this config: the exporter, through onnxruntime's backend
+        instance, _, _ = attach_backend(config, "onnxruntime", str(weights_path), "cpu", progress)
+        path = instance.graph_path
+        instance.close()
+    return path
+
+
+def _template_onnxruntime_backend(config, weights_path, weights_sha256: str, device: str):
+    """The onnxruntime backend on the graph filled from the packaged template (cold path, no
+    MegEngine), or None when no template fits `config`."""
+    from mspn_cli.errors import ExportError, first_line
+    from mspn_cli.export.cache import GraphCache, discard, graph_key_fields
+    from mspn_cli.export.graph_template import graph_from_template
+    from mspn_cli.runtime.base import optional_import
+    from mspn_cli.runtime.onnxruntime_backend import OnnxRuntimeBackend, onnxruntime_can_run
+
+    if not onnxruntime_can_run(device) or optional_import("onnx") is None:
+        return None
+    spec = input_spec_of(config)
+    cache = GraphCache()
+    fields = graph_key_fields("onnx", spec, weights_sha256, graph_key_extra(config))
+    try:
+        path = graph_from_template(config.model.name, fields, weights_path, cache)
+        if path is None:
+            return None
+        try:
+            return OnnxRuntimeBackend.from_cached_graph(path, spec, cache)
+        except Exception as exc:
+            discard(path)
+            raise ExportError(f"onnxruntime cannot load the graph {path} built from its template: {first_line(exc)}") from exc
+    finally:
+        cache.release()
+
+
 def attach_backend(
     config, backend: Union[str, Any], weights: Optional[str], device: str, progress: ProgressArg, graph_tag: str = ""
 ) -> Tuple[Any, Any, str]:
     """A backend running `config`'s network: (backend, weights path, weights sha256).
 
     For onnxruntime (and auto, whose first choice it is), a verified graph in the cache
-    is opened directly; only otherwise is the MegEngine network built, loaded and exported.
+    is opened directly, else the graph is filled from the packaged template (no MegEngine);
+    only for a config without a template is the MegEngine network built, loaded and exported.
     `graph_tag` is no longer needed (the input spec comes from the config); kept for callers.
     """
     from mspn_cli.weights import indexed_sha256, resolve_weights
@@ -111,6 +162,10 @@ def attach_backend(
         instance = _cached_onnxruntime_backend(config, weights_path, weights_sha256, device)
         if instance is not None:
             log.info("%s: cached graph %s opened in %.1f s", name, instance.graph_path, time.perf_counter() - started)
+            return instance, weights_path, weights_sha256
+        instance = _template_onnxruntime_backend(config, weights_path, weights_sha256, device)
+        if instance is not None:
+            log.info("%s: graph %s built from its template in %.1f s", name, instance.graph_path, time.perf_counter() - started)
             return instance, weights_path, weights_sha256
     from mspn_cli.runtime import create_backend
 
