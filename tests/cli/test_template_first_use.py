@@ -8,7 +8,6 @@ if the code would have caught the ImportError.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from pathlib import Path
 
@@ -16,23 +15,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import COCO_SAMPLE, assert_clean_error, run_mspn
-
-DETECTOR = "retinanet_res50_coco_3x_800size"
-
-
-def _megengine_tripwire(root: Path) -> dict:
-    """Environment for a child in which importing megengine is recorded in `root/imported` and fails."""
-    package = root / "tripwire" / "megengine"
-    package.mkdir(parents=True)
-    marker = root / "imported"
-    (package / "__init__.py").write_text(
-        "import traceback\n"
-        f"with open({str(marker)!r}, 'a') as handle:\n"
-        "    handle.write(''.join(traceback.format_stack()))\n"
-        "raise ImportError('megengine is blocked in this test')\n"
-    )
-    path = os.pathsep.join(p for p in (str(package.parent), os.environ.get("PYTHONPATH", "")) if p)
-    return {"PYTHONPATH": path, "MSPN_HOME": str(root / "home")}
+from tests.tripwire import megengine_tripwire as _megengine_tripwire
 
 
 def test_cold_keypoints_with_boxes_never_imports_megengine(tmp_path, mspn_weights):

@@ -63,3 +63,28 @@ def test_shipped_template_is_the_exporters_current_one(network):
     assert shipped is not None
     assert regenerated.graph == shipped.graph, "run python -m mspn_cli.export.templates --write"
     assert recipes_to_json(regenerated) == recipes_to_json(shipped), "run python -m mspn_cli.export.templates --write"
+
+
+# --------------------------------------------------------------------------- mspn export --format onnx
+
+
+@pytest.mark.parametrize("model, weights_fixture, options", [
+    ("mspn_4stage", "mspn_weights", []),
+    ("retinanet_res50_coco_3x_800size", "detector_weights", ["--batch", "2", "--input-size", "128,160"]),
+])
+def test_cli_export_onnx_without_megengine_has_the_exporters_bytes(tmp_path, request, model, weights_fixture, options):
+    """Without MegEngine, `mspn export --format onnx` fills the template: the exporter's bytes
+    (with MegEngine and --verify, the exporter runs and checks the graph against MegEngine)."""
+    from tests.conftest import run_mspn
+    from tests.tripwire import megengine_tripwire
+
+    weights = request.getfixturevalue(weights_fixture)
+    exported, filled = tmp_path / "exporter.onnx", tmp_path / "template.onnx"
+    proc = run_mspn("export", model, "--format", "onnx", "--weights", weights, "-o", exported, *options)
+    assert proc.returncode == 0, proc.stderr
+    assert "matches MegEngine" in proc.stderr
+    proc = run_mspn("export", model, "--format", "onnx", "--weights", weights, "-o", filled, *options,
+                    env=megengine_tripwire(tmp_path / "no-megengine"))
+    assert proc.returncode == 0, proc.stderr
+    assert "from the packaged graph template" in proc.stderr and "not run against MegEngine" in proc.stderr
+    assert filled.read_bytes() == exported.read_bytes()

@@ -196,3 +196,45 @@ def graph_from_template(model: str, key_fields: Mapping[str, Any], weights_path,
     if created:
         cache.seal(path, verified=False, source="template")
     return path
+
+
+def respecified_graph(data: bytes, output_names, input_shape, input_axes: Mapping[int, str]) -> bytes:
+    """A filled template graph with other output names and another example input shape.
+
+    What `mspn export` changes against first use's graph: the converter names outputs
+    and their dims after `output_names`, and writes the traced size of every axis that
+    is not variable. Only axes the template already keeps variable may take a size (the
+    graph did not depend on them); axis 0 (the batch) is the only one an output keeps.
+    `export_cmd` falls back to the exporter where this does not hold.
+    """
+    import onnx
+
+    proto = onnx.ModelProto()
+    proto.ParseFromString(data)
+    (graph_input,) = proto.graph.input
+    template_axes = {i for i, dim in enumerate(graph_input.type.tensor_type.shape.dim) if dim.HasField("dim_param")}
+    if not set(input_axes) <= template_axes or len(input_shape) != len(graph_input.type.tensor_type.shape.dim):
+        raise ExportError("the graph template does not have these variable axes")
+    for axis, dim in enumerate(graph_input.type.tensor_type.shape.dim):
+        if axis in input_axes:
+            dim.dim_param = input_axes[axis]
+        elif axis in template_axes:
+            dim.dim_value = int(input_shape[axis])
+    if len(output_names) != len(proto.graph.output):
+        raise ExportError(f"{len(output_names)} output names for a graph with {len(proto.graph.output)} outputs")
+    renames = {output.name: name for output, name in zip(proto.graph.output, output_names)}
+    for node in proto.graph.node:
+        for field in (node.input, node.output):
+            for index, name in enumerate(field):
+                if name in renames:
+                    field[index] = renames[name]
+    for output, name in zip(proto.graph.output, output_names):
+        output.name = name
+        for axis, dim in enumerate(output.type.tensor_type.shape.dim):
+            if axis in input_axes:  # the converter's rule for outputs (Converter._output_dims)
+                dim.dim_param = input_axes[axis] if axis == 0 else f"{name}_dim{axis}"
+            elif dim.HasField("dim_param"):
+                if axis != 0:
+                    raise ExportError("the graph template cannot give this output axis a fixed size")
+                dim.dim_value = int(input_shape[0])
+    return proto.SerializeToString()
