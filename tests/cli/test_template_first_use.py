@@ -17,6 +17,8 @@ import pytest
 from tests.conftest import COCO_SAMPLE, assert_clean_error, run_mspn
 from tests.tripwire import megengine_tripwire as _megengine_tripwire
 
+DETECTOR = "retinanet_res50_coco_3x_800size"
+
 
 def test_cold_keypoints_with_boxes_never_imports_megengine(tmp_path, mspn_weights):
     env = _megengine_tripwire(tmp_path)
@@ -76,3 +78,11 @@ def test_cold_detect_with_a_missing_and_an_extra_key_exits_4_naming_them(tmp_pat
     assert f"1 missing key ({missing})" in proc.stderr
     assert "1 unexpected (head.extra.weight)" in proc.stderr
     assert not (tmp_path / "imported").exists()
+
+
+def test_cold_detect_never_imports_megengine(tmp_path, detector_weights):
+    env = _megengine_tripwire(tmp_path)
+    proc = run_mspn("detect", COCO_SAMPLE / "000000000785.jpg", "--detector-weights", detector_weights, env=env)
+    assert not (tmp_path / "imported").exists(), (tmp_path / "imported").read_text()
+    assert proc.returncode == 0, proc.stderr
+    assert f"building {DETECTOR}'s ONNX graph from its weights (once" in " ".join(proc.stderr.split())

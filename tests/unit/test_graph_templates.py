@@ -118,3 +118,25 @@ def test_shipped_templates_stay_small():
 
     sizes = {p.name: p.stat().st_size for p in TEMPLATES_DIR.iterdir() if p.is_file()}
     assert len(sizes) == 4 and sum(sizes.values()) < 1_000_000, sizes
+
+
+def test_onnx_graph_path_fills_once_then_finds_the_sealed_graph(mspn_home, monkeypatch, detector_weights):
+    """The one entry point for ONNX-consuming backends: built from the template on a miss, reused after."""
+    from mspn_cli.runtime import network
+    from mspn_cli.weights import indexed_sha256, store
+
+    monkeypatch.setattr(store, "_USABLE_ROOTS", {})
+    config = load_detector_config()
+    sha256 = indexed_sha256(detector_weights)
+    path = network.onnx_graph_path(config, detector_weights, sha256, progress=False)
+    assert path.parent == mspn_home / "graphs"
+    assert json.loads(path.with_name(path.name + ".seal.json").read_text())["source"] == "template"
+    built = path.stat().st_mtime_ns
+
+    def no_second_build(*args, **kwargs):
+        raise AssertionError("the sealed graph should have been found")
+
+    monkeypatch.setattr(network, "attach_backend", no_second_build)
+    monkeypatch.setattr("mspn_cli.export.graph_template.fill_template", no_second_build)
+    assert network.onnx_graph_path(config, detector_weights, sha256, progress=False) == path
+    assert path.stat().st_mtime_ns == built
