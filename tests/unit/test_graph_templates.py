@@ -140,3 +140,23 @@ def test_onnx_graph_path_fills_once_then_finds_the_sealed_graph(mspn_home, monke
     monkeypatch.setattr("mspn_cli.export.graph_template.fill_template", no_second_build)
     assert network.onnx_graph_path(config, detector_weights, sha256, progress=False) == path
     assert path.stat().st_mtime_ns == built
+
+
+def test_respecified_graph_renames_outputs_and_fixes_the_batch():
+    import onnx
+
+    from mspn_cli.errors import ExportError
+    from mspn_cli.export.graph_template import respecified_graph
+
+    template = load_template("mspn_4stage")
+    proto = onnx.ModelProto()
+    proto.ParseFromString(respecified_graph(template.graph, ["heatmaps"], (4, 3, 256, 192), {}))
+
+    def dims(value_info):
+        return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+    assert dims(proto.graph.input[0]) == [4, 3, 256, 192]
+    assert [o.name for o in proto.graph.output] == ["heatmaps"] and dims(proto.graph.output[0]) == [4, 17, 64, 48]
+    assert sum(out == "heatmaps" for node in proto.graph.node for out in node.output) == 1
+    with pytest.raises(ExportError):  # MSPN's graph was traced with a fixed crop size
+        respecified_graph(template.graph, ["heatmaps"], (1, 3, 256, 192), {0: "N", 2: "H"})

@@ -6,8 +6,8 @@ its content (`graph_key_fields`): the weights' sha256, the config values that sh
 the network, the input spec, the format, and the exporter version.
 
 A graph is used only once it is sealed: after it was loaded (and, on first use,
-verified against MegEngine), a sidecar `<graph>.seal.json` records its size, sha256
-and exporter version. A graph whose sidecar is missing or disagrees (damaged,
+verified against MegEngine, or built from a packaged graph template), a sidecar
+`<graph>.seal.json` records its size, sha256, exporter version and source. A graph whose sidecar is missing or disagrees (damaged,
 truncated, replaced, from another exporter) is reported in one line and exported
 again. The sha256 is looked up through the digest index (weights.checksum), so an
 unchanged graph is not re-hashed on every run.
