@@ -72,10 +72,11 @@ def _export_verified_mge(model, example, names: List[str], verify: bool) -> Tupl
 
 def _megengine_importable() -> bool:
     from mspn_cli._mge import import_megengine
+    from mspn_cli.errors import MspnError
 
     try:
         import_megengine()
-    except ImportError:
+    except (ImportError, MspnError):  # not installed (or a build that cannot start here)
         return False
     return True
 
