@@ -70,6 +70,38 @@ def _export_verified_mge(model, example, names: List[str], verify: bool) -> Tupl
     raise ExportError("MegEngine Lite cannot run this network: " + "; ".join(problems))
 
 
+def _megengine_importable() -> bool:
+    from mspn_cli._mge import import_megengine
+    from mspn_cli.errors import MspnError
+
+    try:
+        import_megengine()
+    except (ImportError, MspnError):  # not installed (or a build that cannot start here)
+        return False
+    return True
+
+
+def _onnx_from_template(cfg, weights: Optional[str], progress, shape, dynamic_axes, names):
+    """(graph bytes, weights path) built from the packaged template with numpy and onnx, or None
+    when no template fits this config and these axes (then the exporter runs in MegEngine)."""
+    from mspn_cli.errors import ExportError
+    from mspn_cli.export.cache import graph_key_fields
+    from mspn_cli.export.graph_template import fill_template, load_template, respecified_graph
+    from mspn_cli.runtime.network import graph_key_extra, input_spec_of
+    from mspn_cli.weights import load_checkpoint, resolve_weights
+
+    template = load_template(cfg.model.name)
+    if template is None or not template.fits(graph_key_fields("onnx", input_spec_of(cfg), "", graph_key_extra(cfg))):
+        return None
+    try:  # the axes check, on the empty template, before the weights are read
+        respecified_graph(template.graph, names, shape, dynamic_axes)
+    except ExportError:
+        return None
+    path = resolve_weights(weights, cfg.weights, progress=progress)
+    filled = fill_template(template, load_checkpoint(path), str(path))
+    return respecified_graph(filled, names, shape, dynamic_axes), path
+
+
 @app.command("export")
 @guarded
 def export_command(
@@ -88,7 +120,9 @@ def export_command(
         True,
         "--verify/--no-verify",
         help=f"Before writing, run the exported graph once and compare it with MegEngine: at most {ONNX_TOLERANCE:.0e} "
-        f"relative error for onnx, {MGE_LITE_TOLERANCE:.0e} for mge (Lite's NCHW88 kernels round differently).",
+        f"relative error for onnx, {MGE_LITE_TOLERANCE:.0e} for mge (Lite's NCHW88 kernels round differently). "
+        "Without MegEngine (or with --no-verify), onnx is built from the packaged graph template instead: the "
+        "exporter's bytes, not run.",
     ),
     overwrite: bool = opt.OVERWRITE,
     quiet: bool = opt.QUIET,
@@ -99,7 +133,8 @@ def export_command(
     (opset 17). MSPN takes N x 3 x 256 x 192 crops (normalised as in `keypoints`) and
     returns N x 17 x 64 x 48 heatmaps; the detector takes N x 3 x H x W raw BGR pixels,
     H and W multiples of 32, and returns the classification logits and box offsets
-    of pyramid levels P3..P7.
+    of pyramid levels P3..P7. Without MegEngine, or with --no-verify, the ONNX graph
+    of the packaged configs is filled from the packaged graph template (the same bytes).
     """
     from mspn_cli.cli.progress import download_progress
     from mspn_cli.export.onnx import export_onnx_model
@@ -143,14 +178,34 @@ def export_command(
         raise UsageError(f"config {config} describes model '{cfg.model.name}', not '{model_name}'")
 
     started = time.perf_counter()
+    names = _output_names(model_name, levels)
+    shape = (batch_size or 1, 3, height, width)
+    # ONNX without MegEngine: the packaged template gives the exporter's bytes. With --verify
+    # and MegEngine installed, the exporter runs instead so that MegEngine checks the graph.
+    built = None
+    if fmt == "onnx" and not (verify and _megengine_importable()):
+        built = _onnx_from_template(cfg, weights, download_progress(quiet), shape, dynamic_axes, names)
+    if built is not None:
+        data, weights_path = built
+        write_bytes_atomic(output, data)
+        if not quiet:
+            axes = ", ".join(f"{axis}={name}" for axis, name in sorted(dynamic_axes.items())) or "none"
+            unchecked = "; not run against MegEngine (not installed)" if verify else ""
+            console_err.print(
+                f"wrote {output} ({len(data) / 1e6:.1f} MB, onnx from the packaged graph template, weights "
+                f"{weights_path.name}) in {time.perf_counter() - started:.1f} s; input 'images' {shape}, "
+                f"variable axes: {axes}{unchecked}",
+                soft_wrap=True,
+                highlight=False,
+            )
+        return
     model, weights_path, _ = load_network(model_name, cfg.weights, weights, progress=download_progress(quiet))
     import numpy as np
 
     # Random values in each network's input range: raw pixels for the detector,
     # normalised crops for MSPN. They only drive the trace and the verification run.
     low, high = (0.0, 255.0) if model_name == DETECTOR_MODEL else (-2.0, 2.0)
-    example = np.random.default_rng(0).uniform(low, high, size=(batch_size or 1, 3, height, width)).astype(np.float32)
-    names = _output_names(model_name, levels)
+    example = np.random.default_rng(0).uniform(low, high, size=shape).astype(np.float32)
     if not quiet:
         console_err.print(f"tracing {model_name} on a {tuple(example.shape)} input ...")
     if fmt == "onnx":

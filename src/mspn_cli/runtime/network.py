@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any, Optional, Tuple, Union
 
 from mspn_cli.errors import UsageError, first_line
@@ -150,6 +151,81 @@ def _cached_openvino_backend(config, weights_sha256: str, device: str, precision
         return None
 
 
+def onnx_graph_path(config, weights_path, weights_sha256: str, progress: ProgressArg = True):
+    """The sealed ONNX graph file of `config`'s network holding these weights, for any backend that runs ONNX.
+
+    From the graph cache if there; else filled once from the packaged graph template
+    with numpy and onnx (no MegEngine) and cached; only for a config or input spec
+    without a template is the network built in MegEngine, exported and verified.
+    When no cache folder is usable, the file is in a temporary folder kept for the process.
+    """
+    from mspn_cli.export.cache import FORMAT_SUFFIXES, GraphCache, graph_key_fields
+    from mspn_cli.export.graph_template import graph_from_template
+
+    cache = GraphCache()
+    fields = graph_key_fields("onnx", input_spec_of(config), weights_sha256, graph_key_extra(config))
+    path = cache.find(config.model.name, fields, FORMAT_SUFFIXES["onnx"], require_verified=True)
+    if path is None:
+        path = graph_from_template(config.model.name, fields, weights_path, cache)
+    if path is None:  # no template for this config: the exporter, through onnxruntime's backend
+        instance, _, _ = attach_backend(config, "onnxruntime", str(weights_path), "cpu", progress)
+        path = instance.graph_path
+        instance.close()
+    return Path(path)
+
+
+def _cached_graph_backend(config, backend: str, weights_path, weights_sha256: str, device: str, precision: str):
+    """`backend` (openvino, onnxruntime, or auto: the first of them that runs) on the sealed cached graph, or None."""
+    instance = None
+    if backend in ("auto", "openvino"):
+        instance = _cached_openvino_backend(config, weights_sha256, device, precision)
+    if instance is None and backend in ("auto", "onnxruntime"):
+        instance = _cached_onnxruntime_backend(config, weights_path, weights_sha256, device)
+    return instance
+
+
+def _graph_from_template(config, weights_path, weights_sha256: str):
+    """The graph filled from the packaged template into the cache (sealed), or None where no template fits."""
+    from mspn_cli.export.cache import GraphCache, graph_key_fields
+    from mspn_cli.export.graph_template import graph_from_template
+    from mspn_cli.runtime.base import optional_import
+
+    if optional_import("onnx") is None:
+        return None
+    cache = GraphCache()
+    if not cache.persistent:  # nowhere to keep it: _template_onnxruntime_backend uses a temporary folder
+        return None
+    fields = graph_key_fields("onnx", input_spec_of(config), weights_sha256, graph_key_extra(config))
+    return graph_from_template(config.model.name, fields, weights_path, cache)
+
+
+def _template_onnxruntime_backend(config, weights_path, weights_sha256: str, device: str):
+    """The onnxruntime backend on the graph filled from the packaged template (cold path, no
+    MegEngine), or None when no template fits `config`."""
+    from mspn_cli.errors import ExportError, first_line
+    from mspn_cli.export.cache import GraphCache, discard, graph_key_fields
+    from mspn_cli.export.graph_template import graph_from_template
+    from mspn_cli.runtime.base import optional_import
+    from mspn_cli.runtime.onnxruntime_backend import OnnxRuntimeBackend, onnxruntime_can_run
+
+    if not onnxruntime_can_run(device) or optional_import("onnx") is None:
+        return None
+    spec = input_spec_of(config)
+    cache = GraphCache()
+    fields = graph_key_fields("onnx", spec, weights_sha256, graph_key_extra(config))
+    try:
+        path = graph_from_template(config.model.name, fields, weights_path, cache)
+        if path is None:
+            return None
+        try:
+            return OnnxRuntimeBackend.from_cached_graph(path, spec, cache)
+        except Exception as exc:
+            discard(path)
+            raise ExportError(f"onnxruntime cannot load the graph {path} built from its template: {first_line(exc)}") from exc
+    finally:
+        cache.release()
+
+
 def attach_backend(
     config, backend: Union[str, Any], weights: Optional[str], device: str, progress: ProgressArg, graph_tag: str = "",
     precision: str = "fp32",
@@ -157,9 +233,11 @@ def attach_backend(
     """A backend running `config`'s network: (backend, weights path, weights sha256).
 
     For openvino and onnxruntime (and auto, whose first choices they are), a verified
-    graph in the cache is opened directly; only otherwise is the MegEngine network built,
-    loaded and exported. `precision` other than fp32 picks (auto) or demands the backend
-    that runs it. `graph_tag` is no longer needed (the input spec comes from the config).
+    graph in the cache is opened directly, else the graph is filled once from the packaged
+    template (no MegEngine) and opened; only for a config without a template is the
+    MegEngine network built, loaded and exported. `precision` other than fp32 picks (auto)
+    or demands the backend that runs it. `graph_tag` is no longer needed (the input spec
+    comes from the config).
     """
     from mspn_cli.runtime.base import require_backend_runtime
     from mspn_cli.weights import resolve_weights, verified_sha256
@@ -175,13 +253,14 @@ def attach_backend(
     if backend in ("auto", "onnxruntime", "openvino"):
         weights_path = resolve_weights(weights, config.weights, progress=download_progress_of(progress))
         weights_sha256 = verified_sha256(weights_path, config.weights)
-        instance = None
-        if backend in ("auto", "openvino"):
-            instance = _cached_openvino_backend(config, weights_sha256, device, precision)
-        if instance is None and backend in ("auto", "onnxruntime"):
-            instance = _cached_onnxruntime_backend(config, weights_path, weights_sha256, device)
+        instance = _cached_graph_backend(config, backend, weights_path, weights_sha256, device, precision)
+        if instance is None and _graph_from_template(config, weights_path, weights_sha256) is not None:
+            # Filled and sealed once from the packaged template (no MegEngine): open it as a cached graph.
+            instance = _cached_graph_backend(config, backend, weights_path, weights_sha256, device, precision)
+        if instance is None and backend in ("auto", "onnxruntime"):  # no usable cache folder
+            instance = _template_onnxruntime_backend(config, weights_path, weights_sha256, device)
         if instance is not None:
-            log.info("%s: cached graph %s opened in %.1f s", name, instance.graph_path, time.perf_counter() - started)
+            log.info("%s: graph %s opened in %.1f s", name, instance.graph_path, time.perf_counter() - started)
             return instance, weights_path, weights_sha256
     from mspn_cli.runtime import create_backend
 

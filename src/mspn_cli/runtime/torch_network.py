@@ -29,33 +29,17 @@ def uses_torch(backend: Any, device: str) -> bool:
 
 
 def sealed_onnx_graph(config, weights, progress) -> Tuple[Path, Path, str]:
-    """(graph path, weights path, weights sha256): the verified cached ONNX graph of `config` + `weights`.
+    """(graph path, weights path, weights sha256): the sealed ONNX graph of `config` + `weights`.
 
-    Exported (and verified against MegEngine) on a cache miss; that needs MegEngine.
+    From the graph cache, else filled once from the packaged template (no MegEngine):
+    `runtime.network.onnx_graph_path`, the graph every ONNX backend runs.
     """
-    from mspn_cli.export.cache import FORMAT_SUFFIXES, GraphCache, graph_key_fields
-    from mspn_cli.runtime.network import download_progress_of, graph_key_extra, input_spec_of, load_network
-    from mspn_cli.weights import indexed_sha256, resolve_weights
+    from mspn_cli.runtime.network import download_progress_of, onnx_graph_path
+    from mspn_cli.weights import resolve_weights, verified_sha256
 
     weights_path = resolve_weights(weights, config.weights, progress=download_progress_of(progress))
-    weights_sha256 = indexed_sha256(weights_path)
-    spec = input_spec_of(config)
-    fields = graph_key_fields("onnx", spec, weights_sha256, graph_key_extra(config))
-    path = GraphCache().find(config.model.name, fields, FORMAT_SUFFIXES["onnx"], require_verified=True)
-    if path is not None:
-        return path, weights_path, weights_sha256
-    from mspn_cli.runtime.onnxruntime_backend import OnnxRuntimeBackend
-
-    model, weights_path, weights_sha256 = load_network(config.model.name, config.weights, weights, progress, "cpu")
-    exporter = OnnxRuntimeBackend(
-        model, device="cpu", model_name=config.model.name, weights_key=weights_sha256, key_extra=graph_key_extra(config),
-        input_shape=spec.shape, dynamic_axes=spec.axes_dict(), threads=1,
-    )
-    path = exporter.graph_path
-    exporter.close()
-    if path is None or not Path(path).is_file():
-        raise ExportError("the torch backend needs a cache folder for the exported graph; set MSPN_HOME to a writable folder")
-    return Path(path), weights_path, weights_sha256
+    weights_sha256 = verified_sha256(weights_path, config.weights)
+    return onnx_graph_path(config, weights_path, weights_sha256, progress), weights_path, weights_sha256
 
 
 def attach_torch_backend(config, weights, device: str, precision: str, progress) -> Tuple[TorchBackend, Path, str]:

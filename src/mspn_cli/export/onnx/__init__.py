@@ -27,11 +27,14 @@ def export_onnx_model(
     input_name: str = "images",
     output_names: Optional[Sequence[str]] = None,
     check: bool = True,
+    weight_sources=None,
+    recipes_out=None,
 ):
     """Trace, dump and convert: returns `(onnx.ModelProto, TracedGraph)`.
 
     `check` runs onnx's checker (a second serialisation, about 1.5 s for MSPN); graphs
     that onnxruntime loads and verification compares with MegEngine can skip it.
+    `weight_sources` / `recipes_out`: see `convert_mge_graph` (graph templates).
     """
     traced = trace_and_dump(model, example_input, input_name=input_name, output_names=output_names, optimize=False)
     model_proto = convert_mge_graph(
@@ -42,6 +45,8 @@ def export_onnx_model(
         dynamic_axes=dynamic_axes or {},
         hidden_params=traced.hidden_params,
         check=check,
+        weight_sources=weight_sources,
+        recipes_out=recipes_out,
     )
     return model_proto, traced
 

@@ -37,6 +37,7 @@ from mspn_cli.export.onnx.common import (
     onnx_dtype,
     var_dtype,
 )
+from mspn_cli.export.onnx.recipes import Recipe, Tracked, apply
 from mspn_cli.export.onnx.ops_conv import ConvOps
 from mspn_cli.export.onnx.ops_elementwise import ElementwiseOps
 from mspn_cli.export.onnx.ops_pool import PoolOps
@@ -56,11 +57,17 @@ def convert_mge_graph(
     dynamic_axes: DynamicAxes,
     check: bool = True,
     hidden_params: Optional[Mapping[str, Sequence[Mapping[str, Any]]]] = None,
+    weight_sources: Optional[Mapping[str, np.ndarray]] = None,
+    recipes_out: Optional[Dict[str, Recipe]] = None,
 ):
     """Convert a dumped MegEngine graph (`.mge` bytes) to an `onnx.ModelProto`.
 
     `hidden_params` is `TracedGraph.hidden_params`: without it, operators whose
-    parameters the dump hides (Padding) cannot be converted.
+    parameters the dump hides (Padding) cannot be converted. `weight_sources` (state-dict
+    key -> the tensor as the network holds it, every tensor distinct) lets the converter
+    recognise which constants are weights; it then puts into `recipes_out` how each
+    weight-derived initializer was computed (what a graph template stores). The graph
+    itself is the same with or without them.
     """
     import onnx
 
@@ -72,7 +79,11 @@ def convert_mge_graph(
     outputs = list(loaded.output_vars_list)
     oprs = get_oprs_seq(outputs, prune_reshape=False, prune_immtensor=False)
     converter = Converter(oprs, outputs, input_name, list(output_names), tuple(input_shape), dynamic_axes, hidden_params)
+    converter.weight_keys = _weight_keys(weight_sources or {})
     model_proto = converter.convert()
+    if recipes_out is not None:
+        used = {initializer.name for initializer in model_proto.graph.initializer}
+        recipes_out.update({name: r for name, r in converter.initializer_recipes.items() if name in used})
     if check:
         try:
             onnx.checker.check_model(model_proto)
@@ -99,6 +110,9 @@ class Converter(ConvOps, ElementwiseOps, PoolOps, ShapeOps):
         self.initializers: Dict[str, np.ndarray] = {}
         self.names: Dict[int, str] = {}  # MegEngine var id -> ONNX tensor name
         self.consts: Dict[int, np.ndarray] = {}  # MegEngine var id -> value known at export time
+        self.const_recipes: Dict[int, Recipe] = {}  # var id -> how a weight-derived constant was computed
+        self.initializer_recipes: Dict[str, Recipe] = {}  # initializer name -> the same, for initializers
+        self.weight_keys: Dict[Tuple[str, Tuple[int, ...], bytes], str] = {}  # (dtype, shape, digest) -> state-dict key
         self.dtypes: Dict[str, np.dtype] = {}  # ONNX tensor name -> dtype
         self.foldable: Dict[int, FoldableConv] = {}  # var id -> conv that may absorb its consumer
         self._used_names: set = set()
@@ -131,25 +145,51 @@ class Converter(ConvOps, ElementwiseOps, PoolOps, ShapeOps):
                 self.dtypes[out] = np.dtype(dtype)
         return outputs[0]
 
-    def constant(self, value: np.ndarray, hint: str) -> str:
-        value = np.asarray(value)
+    def constant(self, value, hint: str) -> str:
+        """A new initializer; `value` an array, or a `Tracked` one that may come from the weights."""
         name = self.fresh(hint)
+        self.set_initializer(name, value if isinstance(value, Tracked) else Tracked(np.asarray(value)))
+        return name
+
+    def set_initializer(self, name: str, tracked: Tracked) -> None:
+        value = np.asarray(tracked.value)
         self.initializers[name] = value
         self.dtypes[name] = value.dtype
-        return name
+        if tracked.recipe is not None:
+            self.initializer_recipes[name] = tracked.recipe
+        else:
+            self.initializer_recipes.pop(name, None)
+
+    def tracked_initializer(self, name: str) -> Tracked:
+        return Tracked(self.initializers[name], self.initializer_recipes.get(name))
+
+    def tracked(self, var) -> Tracked:
+        """A constant variable's value with its recipe (None when it does not come from the weights)."""
+        return Tracked(self.consts[var.id], self.const_recipes.get(var.id))
+
+    def set_const(self, var, tracked: Tracked) -> None:
+        self.consts[var.id] = tracked.value
+        if tracked.recipe is not None:
+            self.const_recipes[var.id] = tracked.recipe
+
+    def literal_of(self, var) -> np.ndarray:
+        """A constant that shapes the graph (a shape, a size, a step): it must not come from the weights."""
+        if var.id in self.const_recipes:
+            raise UnsupportedOperatorError(f"cannot export to ONNX: '{var.name}' shapes the graph but is computed from the weights")
+        return self.consts[var.id]
 
     def name_of(self, var) -> str:
         """The ONNX tensor holding `var`; constants become initializers on first use."""
         if var.id not in self.names:
             if var.id not in self.consts:
                 raise ExportError(f"internal error: variable '{var.name}' used before it is produced")
-            self.names[var.id] = self.constant(self.consts[var.id], var.name)
+            self.names[var.id] = self.constant(self.tracked(var), var.name)
         return self.names[var.id]
 
     def int64_of(self, var) -> str:
         """`var` as an int64 tensor (what ONNX wants for shapes and indices)."""
         if var.id in self.consts:
-            return self.constant(self.consts[var.id].astype(np.int64), f"{var.name}:i64")
+            return self.constant(apply("astype", self.tracked(var), dtype="int64"), f"{var.name}:i64")
         source = self.name_of(var)
         if self.dtypes.get(source) == np.dtype(np.int64):
             return source
@@ -259,7 +299,8 @@ class Converter(ConvOps, ElementwiseOps, PoolOps, ShapeOps):
 
     def op_ImmutableTensor(self, opr, params):
         value = np.asarray(opr.outputs[0].value)
-        self.consts[opr.outputs[0].id] = value
+        key = self.weight_keys.get(_value_signature(value)) if self.weight_keys else None
+        self.set_const(opr.outputs[0], Tracked(value, Recipe.weight(key) if key is not None else None))
 
     op_SharedDeviceTensor = op_ImmutableTensor
 
@@ -276,7 +317,7 @@ class Converter(ConvOps, ElementwiseOps, PoolOps, ShapeOps):
 
     def _alias(self, source, target) -> None:
         if self.is_const(source):
-            self.consts[target.id] = self.consts[source.id]
+            self.set_const(target, self.tracked(source))
             return
         self.bind(target, self.name_of(source))
         if source.id in self.foldable and self.single_use(target):
@@ -293,3 +334,20 @@ def _params(opr) -> Any:
     except ValueError:
         return {}
 
+
+def _value_signature(value: np.ndarray) -> Tuple[str, Tuple[int, ...], bytes]:
+    import hashlib
+
+    array = np.ascontiguousarray(value)
+    return array.dtype.str, tuple(array.shape), hashlib.sha256(memoryview(array).cast("B")).digest()
+
+
+def _weight_keys(sources: Mapping[str, np.ndarray]) -> Dict[Tuple[str, Tuple[int, ...], bytes], str]:
+    """Each weight tensor's signature -> its key; two equal tensors could not be told apart."""
+    keys: Dict[Tuple[str, Tuple[int, ...], bytes], str] = {}
+    for key, value in sources.items():
+        signature = _value_signature(np.asarray(value))
+        if signature in keys:
+            raise ExportError(f"weights {keys[signature]} and {key} are equal: constants cannot be traced back to one key")
+        keys[signature] = key
+    return keys

@@ -9,28 +9,26 @@ import numpy as np
 
 from mspn_cli.errors import UnsupportedOperatorError
 from mspn_cli.export.onnx.common import FoldableConv
+from mspn_cli.export.onnx.recipes import Tracked, apply
 
 
 class ConvOps:
     """Mixin of `Converter`: operator handlers for convolutions and normalisation."""
 
-    def _conv_weight(self, opr, params, weight_var, transposed: bool) -> Tuple[np.ndarray, int]:
+    def _conv_weight(self, opr, params, weight_var, transposed: bool) -> Tuple[Tracked, int]:
         """The ONNX weight array (owned by the caller) and the group count."""
         if not self.is_const(weight_var):
             raise UnsupportedOperatorError(
                 f"cannot export to ONNX: {opr.type} with computed (non-constant) weights is not supported"
             )
-        weight = np.array(self.consts[weight_var.id], dtype=np.float32, copy=True)
-        groups = 1
-        if params.get("sparse", "DENSE") == "GROUP":
-            # MegEngine: (G, OC/G, IC/G, kh, kw) for conv, (G, IC/G, OC/G, kh, kw) for deconv;
-            # ONNX folds the group into the first axis in both cases.
-            groups = weight.shape[0]
-            weight = weight.reshape((groups * weight.shape[1],) + weight.shape[2:])
-        elif params.get("sparse", "DENSE") != "DENSE":
+        sparse = params.get("sparse", "DENSE")
+        if sparse not in ("DENSE", "GROUP"):
             raise UnsupportedOperatorError(f"cannot export to ONNX: {opr.type} with sparse={params['sparse']}")
-        if params.get("mode", "CROSS_CORRELATION") == "CONVOLUTION":  # true convolution: flipped kernel
-            weight = np.ascontiguousarray(weight[..., ::-1, ::-1])
+        groups = int(self.consts[weight_var.id].shape[0]) if sparse == "GROUP" else 1
+        weight = apply(
+            "conv_weight", self.tracked(weight_var), grouped=sparse == "GROUP",
+            flip=params.get("mode", "CROSS_CORRELATION") == "CONVOLUTION",
+        )
         return weight, groups
 
     def _conv_attrs(self, params, weight: np.ndarray, groups: int) -> Dict[str, Any]:
@@ -43,18 +41,19 @@ class ConvOps:
             "group": groups,
         }
 
-    def _emit_conv(self, opr, params, data_var, weight_var, out_var, transposed: bool, bias: Optional[np.ndarray] = None):
+    def _emit_conv(self, opr, params, data_var, weight_var, out_var, transposed: bool, bias: Optional[Tracked] = None):
         self._check_nchw(opr, params)
-        weight, groups = self._conv_weight(opr, params, weight_var, transposed)
+        tracked_weight, groups = self._conv_weight(opr, params, weight_var, transposed)
+        weight = tracked_weight.value
         attrs = self._conv_attrs(params, weight, groups)
         out_channels = weight.shape[1] * groups if transposed else weight.shape[0]
         if transposed:
             attrs.update(self._deconv_output_padding(opr, params, weight, data_var, out_var))
-        weight_name = self.constant(weight, f"{weight_var.name}:w")
+        weight_name = self.constant(tracked_weight, f"{weight_var.name}:w")
         inputs = [self.name_of(data_var), weight_name]
         bias_name = None
         if bias is not None:
-            bias_name = self.constant(np.asarray(bias, np.float32).reshape(out_channels).copy(), f"{opr.name}:b")
+            bias_name = self.constant(apply("channel_vector", bias, channels=out_channels), f"{opr.name}:b")
             inputs.append(bias_name)
         op_type = "ConvTranspose" if transposed else "Conv"
         output = self.emit(op_type, inputs, out_var.name, np.float32, **attrs)
@@ -96,12 +95,14 @@ class ConvOps:
         if len(opr.inputs) > 4:
             raise UnsupportedOperatorError("cannot export to ONNX: ConvBias with more than four inputs")
         self._check_nchw(opr, params)
-        weight, groups = self._conv_weight(opr, params, opr.inputs[1], transposed=False)
+        tracked_weight, groups = self._conv_weight(opr, params, opr.inputs[1], transposed=False)
+        weight = tracked_weight.value
         attrs = self._conv_attrs(params, weight, groups)
-        inputs = [self.name_of(opr.inputs[0]), self.constant(weight, f"{opr.inputs[1].name}:w")]
+        inputs = [self.name_of(opr.inputs[0]), self.constant(tracked_weight, f"{opr.inputs[1].name}:w")]
         addends = list(opr.inputs[2:])
         if addends and self.is_const(addends[0]) and self.consts[addends[0].id].size == weight.shape[0]:
-            inputs.append(self.constant(self.consts[addends[0].id].reshape(-1).astype(np.float32), f"{opr.name}:b"))
+            bias = apply("astype", apply("reshape", self.tracked(addends[0]), shape=[-1]), dtype="float32")
+            inputs.append(self.constant(bias, f"{opr.name}:b"))
             addends = addends[1:]
         result = self.emit("Conv", inputs, out_var.name, np.float32, **attrs)
         for addend in addends:
@@ -114,38 +115,30 @@ class ConvOps:
             result = self.emit(activation[mode], [result], out_var.name, np.float32)
         self.bind(out_var, result)
 
-    def _fold_channel_affine(self, source_var, out_var, scale: Optional[np.ndarray], shift: np.ndarray) -> bool:
-        """Fold y = conv(x) * scale + shift (per output channel) into the conv; True if done."""
+    def _fold_channel_affine(self, source_var, out_var, scale: Optional[Tracked], shift: Tracked) -> bool:
+        """Fold y = conv(x) * scale + shift (per output channel) into the conv; True if done.
+
+        The arithmetic is recipes.fold_scale_into_weight / fold_affine_into_bias (float64,
+        stored as float32), which graph templates replay on the weights.
+        """
         conv = self.foldable.get(source_var.id)
         if conv is None:
             return False
         channels = conv.out_channels
-        shift = np.asarray(shift, dtype=np.float64)
-        if shift.size not in (1, channels) or (scale is not None and np.asarray(scale).size not in (1, channels)):
+        if np.asarray(shift.value).size not in (1, channels) or (scale is not None and np.asarray(scale.value).size not in (1, channels)):
             return False
         del self.foldable[source_var.id]
-        shift = np.broadcast_to(shift.reshape(-1), (channels,))
-        bias = self.initializers[conv.bias].astype(np.float64) if conv.bias else np.zeros(channels)
+        bias = self.tracked_initializer(conv.bias) if conv.bias else None
         if scale is not None:
-            scale = np.broadcast_to(np.asarray(scale, dtype=np.float64).reshape(-1), (channels,))
-            weight = self.initializers[conv.weight].astype(np.float64)
-            if conv.transposed:
-                # (IC, OC/G, kh, kw): output channel g*OC/G + j lives at [group g rows, column j].
-                in_per_group = weight.shape[0] // conv.groups
-                per_group = channels // conv.groups
-                grouped = weight.reshape(conv.groups, in_per_group, per_group, *weight.shape[2:])
-                grouped = grouped * scale.reshape(conv.groups, 1, per_group, 1, 1)
-                weight = grouped.reshape(weight.shape)
-            else:
-                weight = weight * scale.reshape(-1, 1, 1, 1)
-            self.initializers[conv.weight] = weight.astype(np.float32)
-            bias = bias * scale
-        bias = (bias + shift).astype(np.float32)
+            weight = apply("fold_scale_into_weight", self.tracked_initializer(conv.weight), scale,
+                           channels=channels, groups=conv.groups, transposed=conv.transposed)
+            self.set_initializer(conv.weight, weight)
+        folded = apply("fold_affine_into_bias", bias, scale, shift, channels=channels)
         if conv.bias is None:
-            conv.bias = self.constant(bias, f"{conv.node.name}:b")
+            conv.bias = self.constant(folded, f"{conv.node.name}:b")
             conv.node.inputs.append(conv.bias)
         else:
-            self.initializers[conv.bias] = bias
+            self.set_initializer(conv.bias, folded)
         self.bind(out_var, conv.node.outputs[0])
         if self.single_use(out_var):
             self.foldable[out_var.id] = conv
@@ -165,15 +158,13 @@ class ConvOps:
         if not all(self.is_const(v) for v in (scale_var, bias_var, mean_var, var_var)):
             raise UnsupportedOperatorError("cannot export to ONNX: BatchNorm with computed statistics")
         epsilon = float(params.get("epsilon", 1e-5))
-        gamma, beta, mean, variance = (self.consts[v.id].astype(np.float64).reshape(-1) for v in (scale_var, bias_var, mean_var, var_var))
-        scale = gamma / np.sqrt(variance + epsilon)
-        shift = beta - mean * scale
+        gamma, beta, mean, variance = (apply("flat_float64", self.tracked(v)) for v in (scale_var, bias_var, mean_var, var_var))
+        scale = apply("bn_scale", gamma, variance, epsilon=epsilon)
+        shift = apply("bn_shift", beta, mean, scale)
         if self._fold_channel_affine(data, out_var, scale, shift):
             return
-        shape = (1, -1, 1, 1)
-        scaled = self.emit(
-            "Mul", [self.name_of(data), self.constant(scale.astype(np.float32).reshape(shape), f"{opr.name}:scale")],
-            out_var.name, np.float32,
-        )
-        self.bind(out_var, self.emit("Add", [scaled, self.constant(shift.astype(np.float32).reshape(shape), f"{opr.name}:shift")], out_var.name, np.float32))
+        shape = [1, -1, 1, 1]
+        scale32, shift32 = (apply("reshape", apply("astype", t, dtype="float32"), shape=shape) for t in (scale, shift))
+        scaled = self.emit("Mul", [self.name_of(data), self.constant(scale32, f"{opr.name}:scale")], out_var.name, np.float32)
+        self.bind(out_var, self.emit("Add", [scaled, self.constant(shift32, f"{opr.name}:shift")], out_var.name, np.float32))
 

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable, Dict
-
 import numpy as np
 
 from mspn_cli.errors import UnsupportedOperatorError
 from mspn_cli.export.onnx.common import onnx_dtype, var_dtype
-
-def _np_relu(x):
-    return np.maximum(x, 0)
-
-
-def _np_sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
+from mspn_cli.export.onnx.recipes import NUMPY_ELEMWISE, apply
 
 
 # Elemwise mode -> (ONNX op chain builder, numpy evaluator or None).
@@ -44,27 +36,6 @@ _BINARY_ONNX = {
     "MIN": "Min",
     "POW": "Pow",
 }
-_NUMPY_ELEMWISE: Dict[str, Callable[..., np.ndarray]] = {
-    "RELU": _np_relu,
-    "ABS": np.abs,
-    "CEIL": np.ceil,
-    "FLOOR": np.floor,
-    "EXP": np.exp,
-    "LOG": np.log,
-    "NEGATE": np.negative,
-    "SIGMOID": _np_sigmoid,
-    "TANH": np.tanh,
-    "ADD": np.add,
-    "SUB": np.subtract,
-    "MUL": np.multiply,
-    "TRUE_DIV": np.true_divide,
-    "MAX": np.maximum,
-    "MIN": np.minimum,
-    "POW": np.power,
-    "FUSE_ADD_RELU": lambda a, b: _np_relu(a + b),
-    "FUSE_MUL_ADD3": lambda a, b, c: a * b + c,
-    "FUSE_MUL_ADD4": lambda a, b, c, d: a * b + c * d,
-}
 
 
 class ElementwiseOps:
@@ -75,9 +46,9 @@ class ElementwiseOps:
         out_var = opr.outputs[0]
         inputs = list(opr.inputs)
         out_dtype = var_dtype(out_var)
-        if all(self.is_const(v) for v in inputs) and mode in _NUMPY_ELEMWISE:
-            value = _NUMPY_ELEMWISE[mode](*(self.consts[v.id] for v in inputs))
-            self.consts[out_var.id] = np.asarray(value).astype(out_dtype or np.float32)
+        if all(self.is_const(v) for v in inputs) and mode in NUMPY_ELEMWISE:
+            dtype = np.dtype(out_dtype or np.float32).name
+            self.set_const(out_var, apply("elemwise", *(self.tracked(v) for v in inputs), mode=mode, dtype=dtype))
             return
         if mode == "ADD" and self._try_fold_bias(inputs, out_var):
             return
@@ -118,6 +89,7 @@ class ElementwiseOps:
         for data, other in ((inputs[0], inputs[1]), (inputs[1], inputs[0])):
             if data.id in self.foldable and self.is_const(other):
                 value = self.consts[other.id]
+                shift = self.tracked(other)
                 if value.ndim > 4:
                     return False
                 # Aligned to N x C x H x W by broadcasting, only the channel axis may exceed 1.
@@ -127,20 +99,20 @@ class ElementwiseOps:
                 if then_relu:
                     # Fold the add, then apply the relu to the conv output.
                     conv = self.foldable[data.id]
-                    if not self._fold_channel_affine(data, out_var, None, value):
+                    if not self._fold_channel_affine(data, out_var, None, shift):
                         return False
                     self.foldable.pop(out_var.id, None)
                     result = self.emit("Relu", [conv.node.outputs[0]], out_var.name, np.float32)
                     self.bind(out_var, result)
                     return True
-                return self._fold_channel_affine(data, out_var, None, value)
+                return self._fold_channel_affine(data, out_var, None, shift)
         return False
 
     def op_TypeCvt(self, opr, params):
         out_var = opr.outputs[0]
         dtype = var_dtype(out_var)
         if self.is_const(opr.inputs[0]):
-            self.consts[out_var.id] = self.consts[opr.inputs[0].id].astype(dtype)
+            self.set_const(out_var, apply("astype", self.tracked(opr.inputs[0]), dtype=np.dtype(dtype).name))
             return
         self.bind(out_var, self.emit("Cast", [self.name_of(opr.inputs[0])], out_var.name, dtype, to=onnx_dtype(dtype)))
 

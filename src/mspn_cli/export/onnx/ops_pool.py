@@ -49,7 +49,7 @@ class PoolOps:
         )
         if self.is_const(size_var):
             # Float sizes come from `scale_factor` arithmetic: MegEngine truncates them.
-            hw = self.constant(np.floor(self.consts[size_var.id]).astype(np.int64).reshape(-1), f"{size_var.name}:hw")
+            hw = self.constant(np.floor(self.literal_of(size_var)).astype(np.int64).reshape(-1), f"{size_var.name}:hw")
         else:
             hw = self.int64_of(size_var)
         sizes = self.emit("Concat", [batch_channels, hw], out_var.name, np.int64, axis=0)

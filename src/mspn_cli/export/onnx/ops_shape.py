@@ -8,6 +8,7 @@ import numpy as np
 
 from mspn_cli.errors import UnsupportedOperatorError
 from mspn_cli.export.onnx.common import INT64_MAX, NO_AXIS, onnx_dtype, var_dtype
+from mspn_cli.export.onnx.recipes import Tracked, apply
 
 
 class ShapeOps:
@@ -18,8 +19,8 @@ class ShapeOps:
         axis = int(params.get("axis", NO_AXIS))
         if all(self.is_const(v) for v in opr.inputs):
             shape = np.broadcast_shapes(*(self.consts[v.id].shape for v in opr.inputs))
-            value = np.asarray(shape, dtype=np.int32)
-            self.consts[out_var.id] = value[axis : axis + 1] if axis != NO_AXIS else value
+            value = np.asarray(shape, dtype=np.int32)  # from shapes alone: never from the weights
+            self.set_const(out_var, Tracked(value[axis : axis + 1] if axis != NO_AXIS else value))
             return
         shapes = [self.emit("Shape", [self.name_of(v)], out_var.name, np.int64) for v in opr.inputs]
         if len(shapes) > 1:
@@ -52,7 +53,7 @@ class ShapeOps:
             if index is not None:
                 gathers.append((axis, index))
                 continue
-            negative_step = step is not None and self.is_const(step) and int(self.consts[step.id].reshape(-1)[0]) < 0
+            negative_step = step is not None and self.is_const(step) and int(self.literal_of(step).reshape(-1)[0]) < 0
             if step is not None and not self.is_const(step):
                 raise UnsupportedOperatorError("cannot export to ONNX: Subtensor with a computed step")
             axes.append(axis)
@@ -84,7 +85,7 @@ class ShapeOps:
         out_var = opr.outputs[0]
         axis = int(params.get("axis", 0))
         if all(self.is_const(v) for v in opr.inputs):
-            self.consts[out_var.id] = np.concatenate([self.consts[v.id] for v in opr.inputs], axis=axis)
+            self.set_const(out_var, apply("concat", *(self.tracked(v) for v in opr.inputs), axis=axis))
             return
         self.bind(out_var, self.emit("Concat", [self.name_of(v) for v in opr.inputs], out_var.name, var_dtype(out_var), axis=axis))
 
@@ -93,11 +94,11 @@ class ShapeOps:
         unspec = int(params.get("axis", NO_AXIS))
         rank = len(out_var.shape)
         if self.is_const(shape_var):
-            target = self.consts[shape_var.id].astype(np.int64).reshape(-1).copy()
+            target = self.literal_of(shape_var).astype(np.int64).reshape(-1).copy()
             if 0 <= unspec < target.size:
                 target[unspec] = -1
             if self.is_const(data_var):
-                self.consts[out_var.id] = self.consts[data_var.id].reshape(target)
+                self.set_const(out_var, apply("reshape", self.tracked(data_var), shape=[int(t) for t in target]))
                 return
             shape = self.constant(target, f"{out_var.name}:shape")
         else:
@@ -117,8 +118,7 @@ class ShapeOps:
         if sorted(permutation) != list(range(len(data_var.shape))):
             raise UnsupportedOperatorError(f"cannot export to ONNX: Dimshuffle pattern {pattern} drops axes")
         if self.is_const(data_var):
-            value = np.transpose(self.consts[data_var.id], permutation)
-            self.consts[out_var.id] = np.expand_dims(value, [i for i, p in enumerate(pattern) if p < 0]) if -1 in pattern else value
+            self.set_const(out_var, apply("dimshuffle", self.tracked(data_var), pattern=pattern))
             return
         result = self.name_of(data_var)
         if permutation != sorted(permutation):
@@ -132,10 +132,7 @@ class ShapeOps:
         data_var, out_var = opr.inputs[0], opr.outputs[0]
         steps = [(int(d["axisnum"]), int(d["method"])) for d in params["desc"]]
         if self.is_const(data_var):
-            value = self.consts[data_var.id]
-            for axis, method in steps:
-                value = np.expand_dims(value, axis) if method == 0 else np.squeeze(value, axis)
-            self.consts[out_var.id] = value
+            self.set_const(out_var, apply("axis_add_remove", self.tracked(data_var), steps=[list(step) for step in steps]))
             return
         result = self.name_of(data_var)
         for axis, method in steps:  # applied one after the other, as MegEngine does
