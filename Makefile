@@ -104,4 +104,4 @@ bench-smoke: setup
 	$(PY) benchmarks/bench.py --smoke
 
 clean:
-	rm -rf $(VENV) .venv-py312 .ci_cross_world build dist src/*.egg-info .pytest_cache demo_out
+	rm -rf $(VENV) .venv-py312 .venv-torch .torch-tests.log .ci_cross_world build dist src/*.egg-info .pytest_cache demo_out
