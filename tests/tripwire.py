@@ -1,21 +1,28 @@
-"""A child process in which `import megengine` is recorded and fails (tests only)."""
+"""Environments for `mspn` children that must not use MegEngine (tests only).
+
+Both put tests/megengine_trap first on the child's PYTHONPATH, whose sitecustomize.py
+installs the guard at start-up (its docstring says how it works).
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+TRAP_FOLDER = Path(__file__).resolve().parent / "megengine_trap"
 
-def megengine_tripwire(root: Path) -> dict:
-    """Environment for a child in which importing megengine is recorded in `root/imported` and fails."""
-    package = root / "tripwire" / "megengine"
-    package.mkdir(parents=True)
-    marker = root / "imported"
-    (package / "__init__.py").write_text(
-        "import traceback\n"
-        f"with open({str(marker)!r}, 'a') as handle:\n"
-        "    handle.write(''.join(traceback.format_stack()))\n"
-        "raise ImportError('megengine is blocked in this test')\n"
-    )
-    path = os.pathsep.join(p for p in (str(package.parent), os.environ.get("PYTHONPATH", "")) if p)
-    return {"PYTHONPATH": path, "MSPN_HOME": str(root / "home")}
+
+def _guarded_env(**extra: str) -> dict:
+    path = [str(TRAP_FOLDER)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+    return {"PYTHONPATH": os.pathsep.join(path), **extra}
+
+
+def megengine_trap_env(record: Path, **extra: str) -> dict:
+    """Importing megengine appends the importing stack to `record` and raises RuntimeError,
+    which no code treats as "MegEngine is absent": a run that imports it is caught."""
+    return _guarded_env(MSPN_TEST_MEGENGINE_TRAP=str(record), **extra)
+
+
+def megengine_hidden_env(**extra: str) -> dict:
+    """MegEngine looks uninstalled (find_spec and import fail), as on Python 3.11+."""
+    return _guarded_env(MSPN_TEST_HIDE_MEGENGINE="1", **extra)

@@ -17,20 +17,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import COCO_SAMPLE, assert_clean_error, run_mspn
+from tests.tripwire import megengine_hidden_env, megengine_trap_env
 
-TRAP_FOLDER = Path(__file__).resolve().parents[1] / "megengine_trap"
 IMAGE = COCO_SAMPLE / "000000000785.jpg"
 ANN = COCO_SAMPLE / "person_keypoints_sample.json"
 FAST = ["--no-flip", "--batch-size", "1"]
 
 
-def _guarded_env(**extra) -> dict:
-    path = [str(TRAP_FOLDER)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
-    return {"PYTHONPATH": os.pathsep.join(path), **extra}
-
-
 def _trapped(trap: Path) -> dict:
-    return _guarded_env(MSPN_TEST_MEGENGINE_TRAP=str(trap))
+    return megengine_trap_env(trap)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +78,7 @@ def test_warm_keypoints_detect_and_eval_never_import_megengine(tmp_path, mspn_we
 ])
 def test_a_feature_that_needs_megengine_says_so_in_one_line(tmp_path, boxes_785, args, feature):
     proc = run_mspn("keypoints", IMAGE, "--boxes", boxes_785, "--json", tmp_path / "k.json", *args,
-                    env=_guarded_env(MSPN_TEST_HIDE_MEGENGINE="1", MSPN_HOME=str(tmp_path / "home")))
+                    env=megengine_hidden_env(MSPN_HOME=str(tmp_path / "home")))
     assert_clean_error(proc, code=2)
     assert f"error: {feature} needs MegEngine 1.13, which installs on CPython 3.10 only: pip install 'megengine==1.13.*'" in proc.stderr
     assert not (tmp_path / "home" / "weights").exists()  # refused before anything was fetched
@@ -92,14 +87,14 @@ def test_a_feature_that_needs_megengine_says_so_in_one_line(tmp_path, boxes_785,
 
 def test_export_mge_needs_megengine_in_one_line(tmp_path):
     proc = run_mspn("export", "mspn_4stage", "--format", "mge", "-o", tmp_path / "m.mge",
-                    env=_guarded_env(MSPN_TEST_HIDE_MEGENGINE="1", MSPN_HOME=str(tmp_path / "home")))
+                    env=megengine_hidden_env(MSPN_HOME=str(tmp_path / "home")))
     assert_clean_error(proc, code=2)
     assert "error: export --format mge needs MegEngine 1.13" in proc.stderr
 
 
 def test_weights_verify_needs_no_megengine(tmp_path, mspn_weights):
     proc = run_mspn("weights", "verify", mspn_weights, "--model", "mspn_4stage", "--json",
-                    env=_guarded_env(MSPN_TEST_HIDE_MEGENGINE="1"))
+                    env=megengine_hidden_env())
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)[0]["fits"] is True
 
@@ -108,7 +103,7 @@ def test_doctor_without_megengine_lists_it_as_optional_or_missing(tmp_path):
     import sys
 
     proc = run_mspn("doctor", "--offline", "--json",
-                    env=_guarded_env(MSPN_TEST_HIDE_MEGENGINE="1", MSPN_HOME=str(tmp_path / "home")))
+                    env=megengine_hidden_env(MSPN_HOME=str(tmp_path / "home")))
     report = json.loads(proc.stdout)
     assert "megengine" not in report["backends"]["cpu"] and "mge-lite" not in report["backends"]["cpu"]
     assert "onnxruntime" in report["backends"]["cpu"]

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 from tests.conftest import COCO_SAMPLE, assert_clean_error, run_mspn
-from tests.tripwire import megengine_tripwire as _megengine_tripwire
+from tests.tripwire import megengine_trap_env
 
 DETECTOR = "retinanet_res50_coco_3x_800size"
 
 
 def test_cold_keypoints_with_boxes_never_imports_megengine(tmp_path, mspn_weights):
-    env = _megengine_tripwire(tmp_path)
+    env = megengine_trap_env(tmp_path / "imported", MSPN_HOME=str(tmp_path / "home"))
     boxes = tmp_path / "boxes.json"
     boxes.write_text(json.dumps([{"image_id": 785, "category_id": 1, "bbox": [280.0, 40.0, 220.0, 380.0], "score": 1.0}]))
     out = tmp_path / "out.json"
@@ -59,7 +59,7 @@ def test_cold_detect_with_a_misshapen_key_exits_4_naming_it(tmp_path, detector_s
     key = next(k for k, v in state.items() if np.asarray(v).ndim == 4)
     state[key] = np.zeros((3,) + np.asarray(state[key]).shape[1:], np.float32)
     weights = _write(tmp_path / "misshapen.pkl", state)
-    env = _megengine_tripwire(tmp_path)
+    env = megengine_trap_env(tmp_path / "imported", MSPN_HOME=str(tmp_path / "home"))
     proc = run_mspn("detect", COCO_SAMPLE / "000000000785.jpg", "--detector-weights", weights, env=env)
     assert_clean_error(proc, code=4)
     assert f"1 wrong shape ({key}: file (3," in proc.stderr
@@ -73,7 +73,7 @@ def test_cold_detect_with_a_missing_and_an_extra_key_exits_4_naming_them(tmp_pat
     state["head.extra.weight"] = state.pop(missing)
     weights = _write(tmp_path / "renamed.pkl", state)
     proc = run_mspn("detect", COCO_SAMPLE / "000000000785.jpg", "--detector-weights", weights,
-                    env=_megengine_tripwire(tmp_path))
+                    env=megengine_trap_env(tmp_path / "imported", MSPN_HOME=str(tmp_path / "home")))
     assert_clean_error(proc, code=4)
     assert f"1 missing key ({missing})" in proc.stderr
     assert "1 unexpected (head.extra.weight)" in proc.stderr
@@ -81,7 +81,7 @@ def test_cold_detect_with_a_missing_and_an_extra_key_exits_4_naming_them(tmp_pat
 
 
 def test_cold_detect_never_imports_megengine(tmp_path, detector_weights):
-    env = _megengine_tripwire(tmp_path)
+    env = megengine_trap_env(tmp_path / "imported", MSPN_HOME=str(tmp_path / "home"))
     proc = run_mspn("detect", COCO_SAMPLE / "000000000785.jpg", "--detector-weights", detector_weights, env=env)
     assert not (tmp_path / "imported").exists(), (tmp_path / "imported").read_text()
     assert proc.returncode == 0, proc.stderr

@@ -76,7 +76,7 @@ def test_cli_export_onnx_without_megengine_has_the_exporters_bytes(tmp_path, req
     """Without MegEngine, `mspn export --format onnx` fills the template: the exporter's bytes
     (with MegEngine and --verify, the exporter runs and checks the graph against MegEngine)."""
     from tests.conftest import run_mspn
-    from tests.tripwire import megengine_tripwire
+    from tests.tripwire import megengine_hidden_env
 
     weights = request.getfixturevalue(weights_fixture)
     exported, filled = tmp_path / "exporter.onnx", tmp_path / "template.onnx"
@@ -84,7 +84,7 @@ def test_cli_export_onnx_without_megengine_has_the_exporters_bytes(tmp_path, req
     assert proc.returncode == 0, proc.stderr
     assert "matches MegEngine" in proc.stderr
     proc = run_mspn("export", model, "--format", "onnx", "--weights", weights, "-o", filled, *options,
-                    env=megengine_tripwire(tmp_path / "no-megengine"))
+                    env=megengine_hidden_env(MSPN_HOME=str(tmp_path / "no-megengine" / "home")))
     assert proc.returncode == 0, proc.stderr
     assert "from the packaged graph template" in proc.stderr and "not run against MegEngine" in proc.stderr
     assert filled.read_bytes() == exported.read_bytes()
