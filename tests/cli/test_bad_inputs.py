@@ -242,8 +242,9 @@ CASES = [
          output="out.json"),
     Case("kp-boxes-negative-size", lambda a, w: kp(a, a["good"], "--boxes", a["boxes_negative"], "--json", w / "out.json"), 3, output="out.json"),
     Case("kp-boxes-missing-file", lambda a, w: kp(a, a["good"], "--boxes", w / "nope.json", "--json", w / "out.json"), 3, output="out.json"),
-    Case("kp-readonly-output-folder", lambda a, w: kp(a, a["good"], "--boxes", a["boxes"], "--json", a["readonly_dir"] / "out.json"), 3,
-         enforce_permissions=True),
+    # An output that cannot be written is known before any work: refused as a usage error (issue 25).
+    Case("kp-readonly-output-folder", lambda a, w: kp(a, a["good"], "--boxes", a["boxes"], "--json", a["readonly_dir"] / "out.json"), 2,
+         enforce_permissions=True, says="is not writable"),
     Case("kp-unreadable-image", lambda a, w: kp(a, a["unreadable"], "--boxes", a["boxes"], "-o", w / "out.jpg"), 3, output="out.jpg",
          enforce_permissions=True, says="permission denied"),
     # --- weights
