@@ -4,136 +4,22 @@ The official test (MegEngine/Models 0.x, keypoints `ExtendBoxes._apply_boxes`,
 `RandomBoxAffine.apply` + `get_affine_transform`, `find_keypoints`) works on numpy
 scalars one box at a time, so NumPy 1.x's scalar promotion decides its dtypes: a
 float32 corner divided by 2 or scaled by a Python float becomes float64 (reference
-§3.2-§4.3). The `_official_*` functions below restate that code line by line (my own
-transcription, same operations in the same order and grouping) and the vectorised
+§3.2-§4.3). tests/spec.py restates that code line by line (the suite's one transcription,
+same operations in the same order and grouping) and the vectorised
 implementation must match them bit for bit, zero-width and zero-size boxes included.
 """
 
 from __future__ import annotations
 
-import contextlib
-
 import cv2
 import numpy as np
-import pytest
 
 from mspn_cli.pose.postprocess import decode_heatmaps
 from mspn_cli.pose.preprocess import crop_affine, crop_person, extend_box
-
-INPUT_SHAPE = (256, 192)
-OUTPUT_SHAPE = (64, 48)
-X_EXT = Y_EXT = 0.10
-W_H_RATIO = INPUT_SHAPE[1] / INPUT_SHAPE[0]
-
-
-@contextlib.contextmanager
-def numpy1_scalar_promotion():
-    """The transcription needs NumPy 1.x's value-based scalar promotion (NEP 50 changed it)."""
-    if int(np.__version__.split(".")[0]) < 2:
-        yield
-        return
-    set_state = getattr(np, "_set_promotion_state", None)
-    if set_state is None:
-        pytest.skip("NumPy >= 2.2 has no legacy promotion mode to run the NumPy 1.x transcription in")
-    previous = np._get_promotion_state()
-    set_state("legacy")
-    try:
-        yield
-    finally:
-        set_state(previous)
-
-
-def _official_extend_boxes(boxes: np.ndarray) -> np.ndarray:
-    """ExtendBoxes._apply_boxes with random_extend_prob = 0 (so the random factor is the int 1)."""
-    rand = 1
-    boxes = boxes.copy()
-    for i in range(boxes.shape[0]):
-        x1, y1, x2, y2 = boxes[i]
-        center_x = (x1 + x2) / 2
-        center_y = (y1 + y2) / 2
-        h = y2 - y1
-        w = x2 - x1
-        extend_h = (1 + rand * Y_EXT) * h
-        extend_w = (1 + rand * X_EXT) * w
-        if extend_w > W_H_RATIO * extend_h:
-            extend_h = extend_w * 1.0 / W_H_RATIO
-        else:
-            extend_w = extend_h * 1.0 * W_H_RATIO
-        boxes[i] = np.array(
-            [center_x - extend_w / 2, center_y - extend_h / 2, center_x + extend_w / 2, center_y + extend_h / 2],
-            dtype=np.float32,
-        )
-    return boxes
-
-
-def _official_affine(bbox: np.ndarray) -> np.ndarray:
-    """RandomBoxAffine.apply + get_affine_transform with scale 1 and rotation 0."""
-    scale, rot = 1, 0
-    center = np.array([(bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2], dtype=np.float32)
-    bbox_shape = np.array([bbox[3] - bbox[1], bbox[2] - bbox[0]], dtype=np.float32)
-    dst_w, dst_h = INPUT_SHAPE[1], INPUT_SHAPE[0]
-    dst_center = np.array([dst_w * 0.5, dst_h * 0.5], dtype=np.float32)
-    scale = dst_w / (bbox_shape[1] * scale)
-    rot_rad = np.pi * rot / 180
-    sn, cs = np.sin(rot_rad), np.cos(rot_rad)
-    src_point = [0, 1 * -0.5]
-    src_dir = [src_point[0] * cs - src_point[1] * sn, src_point[0] * sn + src_point[1] * cs]
-    dst_dir = np.array([0, scale * -0.5], np.float32)
-    src = np.zeros((3, 2), dtype=np.float32)
-    dst = np.zeros((3, 2), dtype=np.float32)
-    src[0, :] = center
-    src[1, :] = center + src_dir
-    dst[0, :] = dst_center
-    dst[1, :] = dst_center + dst_dir
-
-    def third(a, b):
-        direct = a - b
-        return b + np.array([-direct[1], direct[0]], dtype=np.float32)
-
-    src[2:, :] = third(src[0, :], src[1, :])
-    dst[2:, :] = third(dst[0, :], dst[1, :])
-    return cv2.getAffineTransform(np.float32(src), np.float32(dst))
-
-
-def _official_find_keypoints(pred: np.ndarray, bbox: np.ndarray) -> np.ndarray:
-    """find_keypoints of test.py (heat_range 255, border 10, kernel 17, second_value_aug)."""
-    heat_prob = pred.copy()
-    heat_prob = heat_prob / 255.0 + 1
-    border = 10
-    pred_aug = np.zeros((pred.shape[0], pred.shape[1] + 2 * border, pred.shape[2] + 2 * border), dtype=np.float32)
-    pred_aug[:, border:-border, border:-border] = pred.copy()
-    for i in range(pred_aug.shape[0]):
-        pred_aug[i] = cv2.GaussianBlur(pred_aug[i], (17, 17), 0)
-    results = np.zeros((pred_aug.shape[0], 3), dtype=np.float32)
-    for i in range(pred_aug.shape[0]):
-        lb = pred_aug[i].argmax()
-        y, x = np.unravel_index(lb, pred_aug[i].shape)
-        y -= border
-        x -= border
-        pred_aug[i, y, x] = 0
-        for delta in (0.35, 0.15, 0.05):
-            lb = pred_aug[i].argmax()
-            py, px = np.unravel_index(lb, pred_aug[i].shape)
-            pred_aug[i, py, px] = 0
-            py -= border + y
-            px -= border + x
-            ln = (px ** 2 + py ** 2) ** 0.5
-            if ln > 1e-3:
-                x += delta * px / ln
-                y += delta * py / ln
-        x = max(0, min(x, OUTPUT_SHAPE[1] - 1))
-        y = max(0, min(y, OUTPUT_SHAPE[0] - 1))
-        skeleton_score = heat_prob[i, int(round(y)), int(round(x))]
-        stride = INPUT_SHAPE[1] / OUTPUT_SHAPE[1]
-        x = (x + 0.5) * stride - 0.5
-        y = (y + 0.5) * stride - 0.5
-        left, top, right, bottom = bbox
-        x = x / INPUT_SHAPE[1] * (right - left) + left
-        y = y / INPUT_SHAPE[0] * (bottom - top) + top
-        results[i, 0] = x
-        results[i, 1] = y
-        results[i, 2] = skeleton_score
-    return results
+from tests.spec import INPUT_SHAPE, W_H_RATIO, X_EXT, Y_EXT, numpy1_scalar_promotion
+from tests.spec import official_affine as _official_affine
+from tests.spec import official_extend_boxes as _official_extend_boxes
+from tests.spec import official_find_keypoints as _official_find_keypoints
 
 
 def _random_boxes(rng: np.random.Generator, count: int) -> np.ndarray:
