@@ -8,7 +8,7 @@ import tempfile
 import numpy as np
 import pytest
 
-pytest.importorskip("onnxruntime")
+import onnxruntime  # noqa: F401 - a hard dependency: a broken install fails here, it never skips
 
 from mspn_cli._mge import import_megengine  # noqa: E402
 from mspn_cli.runtime import create_backend  # noqa: E402

@@ -7,8 +7,8 @@ import pytest
 
 from tests.conftest import assert_clean_error, requires_lite, run_mspn
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+import onnx
+import onnxruntime as ort
 
 from mspn_cli._mge import import_megengine  # noqa: E402
 from mspn_cli.errors import UnsupportedOperatorError  # noqa: E402
