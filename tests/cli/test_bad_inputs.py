@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import COCO_SAMPLE, WEIGHTS_CACHE, assert_clean_error, huge_png_bytes, load_json, run_mspn
+from tests.fifo import fed
 
 GOOD_IMAGE = COCO_SAMPLE / "000000000785.jpg"  # 640x425, one person
 GOOD_BOX = [280.79, 44.73, 218.7, 346.68]
@@ -403,7 +404,8 @@ def test_sigint_mid_run_flushes_finished_results(assets: Assets, tmp_path: Path)
 
     The last input is a named pipe, so the run cannot end before the signal however fast
     the machine; the first --jsonl line is the child's word that an image is finished. Four
-    images come before the pipe, since the pipeline reads a few images ahead.
+    images come before the pipe: the pipeline decodes up to four images ahead of the one it
+    runs (io.sources.prefetch, depth 4), so an image can finish while the reader waits on it.
     """
     folder = tmp_path / "images"
     folder.mkdir()
@@ -425,8 +427,10 @@ def test_sigint_mid_run_flushes_finished_results(assets: Assets, tmp_path: Path)
         assert first_line, proc.stderr.read() if proc.poll() is not None else "no output"
         assert json.loads(first_line)["file_name"] == names[0]
         proc.send_signal(signal.SIGINT)
-        _release_fifo(pipe)  # its reader is a thread the interrupt does not stop
-        stdout, stderr = proc.communicate(timeout=120)
+        # Its reader is a thread the interrupt does not stop: it gets an end of file once it
+        # has opened the pipe (tests/fifo.py), whenever that is.
+        with fed(pipe):
+            stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -435,11 +439,3 @@ def test_sigint_mid_run_flushes_finished_results(assets: Assets, tmp_path: Path)
     assert "Traceback" not in stderr, stderr
     written = {r["image_id"] for r in load_json(out)}
     assert 1 in written and written <= {1, 2, 3, 4}
-
-
-def _release_fifo(path: Path) -> None:
-    """Give a reader blocked on the named pipe an end of file (nothing happens if none waits)."""
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
-    except OSError:  # ENXIO: no reader has the pipe open
-        pass
