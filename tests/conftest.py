@@ -237,3 +237,32 @@ def huge_png_bytes(width: int = 100_000, height: int = 100_000) -> bytes:
 def load_json(path):
     with open(path) as handle:
         return json.load(handle)
+
+
+_PEAK_RSS_PROBE = (
+    "import json, resource, subprocess, sys\n"
+    "proc = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+    "print(json.dumps({'code': proc.returncode, 'stderr': proc.stderr,\n"
+    "                  'rss_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))\n"
+)
+
+
+def run_mspn_measuring_peak_rss(*args, env: dict = None, timeout: float = 600):
+    """(CompletedProcess, peak RSS in MB) of one real `mspn` run.
+
+    A fresh parent process runs it, so RUSAGE_CHILDREN measures that run and nothing before
+    it. Memory tests compare two such figures taken in the same session (a baseline run and
+    the run under test), never one figure with a fixed ceiling: the footprint of MegEngine,
+    onnxruntime and the allocator differs between machines, the growth the test is about
+    does not.
+    """
+    full_env = dict(os.environ)
+    full_env.setdefault("MSPN_HOME", str(WEIGHTS_CACHE / "home"))
+    full_env["COLUMNS"] = "200"
+    full_env.update(env or {})
+    command = [sys.executable, "-m", "mspn_cli", *map(str, args)]
+    runner = subprocess.run([sys.executable, "-c", _PEAK_RSS_PROBE, *command], capture_output=True, text=True,
+                            env=full_env, timeout=timeout)
+    assert runner.returncode == 0, runner.stderr[-2000:]
+    result = json.loads(runner.stdout.strip().splitlines()[-1])
+    return subprocess.CompletedProcess(command, result["code"], "", result["stderr"]), result["rss_kb"] / 1024
