@@ -182,12 +182,21 @@ def _drop_permission_override() -> None:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
 
 
+def _one_cpu() -> None:
+    """Runs in the child before exec: only the first CPU it may use, so it runs one inference thread."""
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
 def run_mspn(*args, check: bool = False, input: str = None, env: dict = None, timeout: float = 600,
-             enforce_permissions: bool = False):
+             enforce_permissions: bool = False, one_cpu: bool = False):
     """Run the real `mspn` command in a subprocess, as a user would.
 
     enforce_permissions: file modes apply even when the tests run as root (CI does):
     the child drops root's permission-override capabilities before it starts.
+    one_cpu: the child may use one CPU only, so its backends run one thread (runtime.base.
+    usable_cpus), as a Ray actor given one CPU does: outputs of the two are then computed
+    with the same kernels and the same partition of the work, and compare byte for byte on
+    any machine.
     """
     full_env = dict(os.environ)
     full_env.setdefault("MSPN_HOME", str(WEIGHTS_CACHE / "home"))
@@ -199,6 +208,9 @@ def run_mspn(*args, check: bool = False, input: str = None, env: dict = None, ti
         if not _effective_capabilities() >> _CAP_SETPCAP & 1:
             pytest.skip("running as root without CAP_SETPCAP: cannot make file permissions apply to the child")
         preexec = _drop_permission_override
+    if one_cpu:
+        assert preexec is None, "one_cpu and enforce_permissions do not combine"
+        preexec = _one_cpu
     proc = subprocess.run(
         [sys.executable, "-m", "mspn_cli", *map(str, args)],
         capture_output=True,
