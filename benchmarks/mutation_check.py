@@ -26,6 +26,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -171,16 +172,22 @@ def run_mutant(mutant: Mutant, workdir: Path, timeout: float) -> Mutant:
     env = dict(os.environ, PYTHONPATH=str(workdir / "src"), PYTHONDONTWRITEBYTECODE="1")
     env.setdefault("MSPN_TEST_CACHE", str(REPO / ".mspn_test_cache"))
     started = time.monotonic()
+    # Its own session, so a timeout ends the `mspn` children of the tests too (they hold the pipes).
+    child = subprocess.Popen([sys.executable, "-m", "pytest", "-x", "-q", "-m", "not slow", "-p", "no:cacheprovider",
+                              "-W", "ignore", *MODULE_TESTS[mutant.module]],
+                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)
     try:
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-m", "not slow", "-p", "no:cacheprovider",
-                               "-W", "ignore", *MODULE_TESTS[mutant.module]],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        output, _ = child.communicate(timeout=timeout)
+        proc = subprocess.CompletedProcess(child.args, child.returncode, output, "")
         # 1: a test failed; 2: collection failed (the mutant breaks an import): both kill it.
         mutant.outcome = {0: "survived", 1: "killed", 2: "killed (collection)"}.get(
             proc.returncode, f"error (pytest exit {proc.returncode})")
         if proc.returncode not in (0, 1, 2):
             mutant.outcome += ": " + (proc.stdout + proc.stderr).strip().splitlines()[-1][:200]
     except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
         mutant.outcome = "killed (timeout)"
     finally:
         target.write_text(original)

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -192,6 +193,8 @@ def test_cli_engine_ray_with_real_network_matches_local(ray_cluster, mspn_weight
     remote = run_mspn("keypoints", *images, "--boxes", boxes, "--weights", mspn_weights, "--json", tmp_path / "ray.json",
                       "-o", vis_ray, "--engine", "ray", "--ray-address", _address(), "--actors", "1", "--actor-cpus", "1")
     assert remote.returncode == 0, remote.stderr
+    # No error-level line from Ray's C++ core ("[date time E pid tid] file.cc:line: ...") on a normal run.
+    assert not re.search(r"^\[[^\]]* E \d+ \d+\]", remote.stderr, re.MULTILINE), remote.stderr
     assert (tmp_path / "ray.json").read_bytes() == (tmp_path / "local.json").read_bytes()
     drawn = sorted(p.name for p in vis_ray.iterdir())
     assert drawn == sorted(p.name for p in vis_local.iterdir()) and len(drawn) == 2

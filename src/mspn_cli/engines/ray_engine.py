@@ -190,6 +190,11 @@ class RayEngine:
             # actor sat idle. A free actor now takes the next block, in task order.
             compute=ray.data.ActorPoolStrategy(size=self._actor_count(actor_cpus), max_tasks_in_flight_per_actor=1),
             num_cpus=actor_cpus,
+            # No actor restarts. Ray Data keeps the actors' constructor arguments in the object
+            # store, where a restart may not find them (Ray's core worker says so in an `E` line
+            # on every run when restarts are on, ray-project/ray#53727). An actor that dies fails
+            # the run in one line instead, and rerunning the command resumes from the checkpoint.
+            max_restarts=0,
             batch_format="numpy",
             fn_constructor_kwargs={
                 "settings": self.settings.to_dict(), "need_detector": self.need_detector, "drawing": self.drawing,
