@@ -38,6 +38,14 @@ def test_extend_box_wide_box_grows_height():
     np.testing.assert_allclose(ext, [150 - 165, 50 - 220, 150 + 165, 50 + 220], atol=1e-4)
 
 
+def test_extend_box_applies_each_axis_its_own_extension():
+    """The shipped x and y extensions are equal (0.1); a config may set them apart (§3.2)."""
+    ext = extend_box([0, 0, 300, 100], (0.3, 0.1), 0.75)  # ew = 390 > 0.75 * 110 -> eh = 520
+    np.testing.assert_allclose(ext, [150 - 195, 50 - 260, 150 + 195, 50 + 260], atol=1e-4)
+    ext = extend_box([0, 0, 100, 400], (0.1, 0.3), 0.75)  # eh = 520, ew = 110 <= 390 -> ew = 390
+    np.testing.assert_allclose(ext, [50 - 195, 200 - 260, 50 + 195, 200 + 260], atol=1e-4)
+
+
 def test_extend_box_batch_and_aspect_exact():
     boxes = np.array([[10, 20, 30, 90], [5, 5, 205, 55], [0, 0, 75, 100]], np.float32)
     ext = extend_box(boxes)
