@@ -63,6 +63,7 @@ class PoseTestConfig:
     flip: bool
     flip_order: Tuple[int, ...]
     batch_size: int = 8
+    gpu_batch_size: int = 64  # persons per forward on --device cuda (x2 crops with flip)
 
 
 @dataclass(frozen=True)

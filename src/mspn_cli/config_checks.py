@@ -224,6 +224,8 @@ def check_pose_config(config: Any, source: Any) -> None:
         c.fail("test.flip_order", f"must be a permutation of 0..{model.num_keypoints - 1}", list(test.flip_order))
     if test.batch_size < 1:
         c.fail("test.batch_size", "must be >= 1", test.batch_size)
+    if test.gpu_batch_size < 1:
+        c.fail("test.gpu_batch_size", "must be >= 1", test.gpu_batch_size)
     c.positive("decoder.heat_range", dec.heat_range)
     if dec.blur_kernel <= 0 or dec.blur_kernel % 2 != 1:
         c.fail("decoder.blur_kernel", "must be an odd number > 0", dec.blur_kernel)

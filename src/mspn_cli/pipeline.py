@@ -91,6 +91,7 @@ class PosePipeline:
         failed: Deque[ImageOutcome] = collections.deque()
         notes = {}
         decode_notes = {}  # filled on the prefetch thread before the task's image is handed over
+        sizes = {}  # task index -> (width, height) of its decoded image
 
         def decode(task: ImageTask) -> np.ndarray:
             remarks: list = []
@@ -119,13 +120,14 @@ class PosePipeline:
                             f"the {image.shape[1]}x{image.shape[0]} image"
                         )
                         given = given.select(~outside)
+                sizes[task.index] = (int(image.shape[1]), int(image.shape[0]))
                 yield PipelineItem(task, image, given)
 
         for task_image, result in self._run_keeping_images(items(), keep_image):
             while failed:
                 yield failed.popleft()
             task, image = task_image
-            outcome = ImageOutcome(task, result=result, image=image)
+            outcome = ImageOutcome(task, result=result, image=image, image_size=sizes.pop(task.index, None))
             outcome.notes.extend(decode_notes.pop(task.index, ()))
             if task.index in notes:
                 outcome.notes.append(notes.pop(task.index))

@@ -27,6 +27,7 @@ class RunSettings:
     detector_config: Optional[str] = None
     device: str = "cpu"
     backend: str = "auto"
+    precision: str = "fp32"  # fp32 | bf16 | fp16: the networks' arithmetic (torch backend on --device cuda)
     flip: Optional[bool] = None  # None = the config's test.flip
     batch_size: Optional[int] = None  # persons per forward; None = the config's test.batch_size
     det_size: Optional[Tuple[int, int]] = None  # detector (short, max) side; None = config
@@ -37,6 +38,8 @@ class RunSettings:
     def __post_init__(self) -> None:
         if self.batch_size is not None and self.batch_size < 1:
             raise UsageError("--batch-size must be at least 1")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise UsageError(f"--precision must be fp32, bf16 or fp16, got '{self.precision}'")
         if self.box_thr is not None and not (0.0 <= self.box_thr <= 1.0):
             raise UsageError("--box-thr must be between 0 and 1")
         if self.max_persons is not None and self.max_persons < 1:

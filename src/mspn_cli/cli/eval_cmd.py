@@ -136,7 +136,13 @@ def eval_coco_command(
     from mspn_cli.evaluation.summary import run_counts
     from mspn_cli.io.writers import check_output_path, refuse_output_onto_inputs
 
+    from mspn_cli.runtime.devices import single_device, worker_devices
+
     verbose = root_verbosity(ctx) > 0
+    devices = worker_devices(settings.device, workers)  # --device cuda:0,1: one worker per GPU
+    if len(set(devices)) > 1 and (engine_options.name == "ray" or shard is not None):
+        single_device(settings.device)  # one line: a shard or a Ray run takes one device
+    workers = len(devices)
     if engine_options.name == "ray":
         if workers > 1:
             raise UsageError("--workers and --engine ray cannot be combined (Ray's actors are the workers)")
@@ -171,7 +177,7 @@ def eval_coco_command(
     annotations = load_annotations(ann_path, image_dir)
     refuse_output_onto_inputs(outputs, _image_files(annotations))
     if workers > 1:
-        _run_workers(settings, annotations, dets, results, summary, workers, resume, overwrite, verbose, quiet)
+        _run_workers(settings, annotations, dets, results, summary, devices, resume, overwrite, verbose, quiet)
         return
 
     assigned = select_shard(annotations.image_ids, *shard_pair) if shard_pair else annotations.image_ids
@@ -300,22 +306,23 @@ def _evaluate_existing(results: Path, ann_path: Path, summary: Optional[Path], v
 
 
 def _run_workers(settings: RunSettings, annotations: CocoKeypointAnnotations, dets: Optional[Path], results: Path,
-                 summary: Optional[Path], workers: int, resume: bool, overwrite: bool, verbose: bool, quiet: bool) -> None:
-    """N worker processes, one shard each (their job as JSON), then merge and evaluate like a single run."""
+                 summary: Optional[Path], devices: List[str], resume: bool, overwrite: bool, verbose: bool, quiet: bool) -> None:
+    """N worker processes, one shard each (their job as JSON) on `devices[k]`, then merge and evaluate like a single run."""
     from mspn_cli.evaluation.cocoeval import evaluate_keypoints
     from mspn_cli.evaluation.job import EvalJob
     from mspn_cli.evaluation.run import write_results
     from mspn_cli.evaluation.shards import merge_results, merged_counts, shard_results_path
     from mspn_cli.evaluation.workers import last_log_line, start_workers, wait_workers
 
+    workers = len(devices)
     if dets is None:
-        # Detect once here so every worker shares one boxes file (and one fingerprint).
+        # Detect once here (on the first worker's device) so every worker shares one boxes file (and one fingerprint).
         dets = detections_cache_path(results)
         if not dets.exists() or overwrite:
-            _detect_or_reuse(settings, dets, annotations, annotations.image_ids, overwrite, quiet)
+            _detect_or_reuse(settings.replace(device=devices[0]), dets, annotations, annotations.image_ids, overwrite, quiet)
     parts = [shard_results_path(results, k, workers) for k in range(workers)]
     jobs = [
-        EvalJob(settings.replace(progress=False), str(annotations.path), str(annotations.image_dir), str(dets),
+        EvalJob(settings.replace(progress=False, device=devices[k]), str(annotations.path), str(annotations.image_dir), str(dets),
                 str(part), shard=(k, workers), resume=resume)
         for k, part in enumerate(parts)
         # A shard finished by an earlier run has its file and no checkpoint left.

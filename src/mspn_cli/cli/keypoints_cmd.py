@@ -30,6 +30,8 @@ def keypoints_command(
     boxes: Optional[Path] = opt.BOXES,
     json_out: Optional[str] = opt.JSON_OUT,
     jsonl: bool = opt.JSONL,
+    labels: Optional[Path] = opt.LABELS,
+    csv_out: Optional[Path] = opt.CSV_OUT,
     output: Optional[Path] = OUTPUT,
     kpt_thr: float = opt.KPT_THR,
     every: int = opt.EVERY,
@@ -71,14 +73,22 @@ def keypoints_command(
             raise UsageError("--boxes applies to images, not video")
         if scale.shard is not None or scale.engine.name != "local":
             raise UsageError("--shard and --engine ray apply to images, not video")
-    if json_out is None and not jsonl and output is None:
+    if json_out is None and not jsonl and output is None and labels is None and csv_out is None:
         json_out = "-"  # nothing requested: results to stdout, for pipes
     if json_out == "-" and jsonl:
         raise UsageError("--json - and --jsonl both write to stdout; choose one")
     if json_out not in (None, "-") and not (videos and is_folder_target(json_out)):
         # An unfinished result of an interrupted run (its checkpoint lies beside it) is replaced by the rerun.
         check_output_path(json_out, overwrite or (not videos and _unfinished_result(json_out)), "JSON output")
-    refuse_output_onto_inputs([json_out, output], [item.path for item in items] + [boxes])
+    # --labels and --csv are replaced by the rerun of an interrupted run, like --json (images only).
+    anchor = _checkpoint_anchor(json_out, labels, csv_out)
+    for path, what in ((labels, "labels output"), (csv_out, "CSV output")):
+        if path is not None:
+            check_output_path(path, overwrite or (not videos and _unfinished_result(anchor)), what)
+    refuse_output_onto_inputs([json_out, output, labels, csv_out], [item.path for item in items] + [boxes])
+    named = [str(Path(p).resolve()) for p in (json_out, labels, csv_out) if p not in (None, "-")]
+    if len(set(named)) < len(named):
+        raise UsageError("--json, --labels and --csv must name different files")
     if settings.config:
         from mspn_cli.config import load_pose_config
 
@@ -95,10 +105,11 @@ def keypoints_command(
         report = BatchReport()
         report.note_skipped(skipped)
         run_with_videos(items, settings, video_settings, output, json_out, jsonl, overwrite, fail_fast, quiet,
-                        dict(kpt_thr=kpt_thr, radius=radius, thickness=thickness), fourcc, report, allow_truncated)
+                        dict(kpt_thr=kpt_thr, radius=radius, thickness=thickness), fourcc, report, allow_truncated,
+                        tables=(labels, csv_out))
         return
     _run_images(items, settings, boxes, output, json_out, jsonl, overwrite, fail_fast, quiet, kpt_thr, allow_truncated, skipped,
-                scale, dict(radius=radius, thickness=thickness))
+                scale, dict(radius=radius, thickness=thickness), tables=(labels, csv_out))
 
 
 def _scale_out(resume, shard, engine_options):
@@ -108,6 +119,13 @@ def _scale_out(resume, shard, engine_options):
     return ScaleOut(resume=resume, shard=parse_shard(shard) if shard is not None else None, engine=engine_options)
 
 
+def _checkpoint_anchor(json_out, labels, csv_out):
+    """The file output the run's checkpoint lies beside: --json OUT, else --labels, else --csv."""
+    from mspn_cli.cli.keypoints_scale import checkpoint_anchor
+
+    return checkpoint_anchor(json_out, labels, csv_out)
+
+
 def _unfinished_result(json_out) -> bool:
     from mspn_cli.cli.keypoints_scale import unfinished_result
 
@@ -115,7 +133,7 @@ def _unfinished_result(json_out) -> bool:
 
 
 def _run_images(items, settings, boxes, output, json_out, jsonl, overwrite, fail_fast, quiet, kpt_thr,
-                allow_truncated=False, skipped=(), scale=None, draw_style=None) -> None:
+                allow_truncated=False, skipped=(), scale=None, draw_style=None, tables=(None, None)) -> None:
     """Plan the tasks, then run or resume them (cli/keypoints_scale.py: checkpoint, shards, engines)."""
     from mspn_cli.cli.keypoints_scale import ScaleOut, run_planned_images
     from mspn_cli.io.tasks import plan_image_tasks
@@ -129,4 +147,4 @@ def _run_images(items, settings, boxes, output, json_out, jsonl, overwrite, fail
     report = BatchReport()
     report.note_skipped(skipped)
     run_planned_images(tasks, settings, detection_set is None, boxes, output, json_out, jsonl, overwrite, fail_fast,
-                       quiet, kpt_thr, report, scale or ScaleOut(), draw_style)
+                       quiet, kpt_thr, report, scale or ScaleOut(), draw_style, tables=tables)

@@ -28,7 +28,7 @@ from mspn_cli.io.checkpoint import checkpoint_path_for
 from mspn_cli.io.tasks import ImageOutcome, ImageTask
 from mspn_cli.settings import RunSettings
 
-__all__ = ["ScaleOut", "run_planned_images", "unfinished_result", "merge_keypoint_shards_command"]
+__all__ = ["ScaleOut", "run_planned_images", "checkpoint_anchor", "unfinished_result", "merge_keypoint_shards_command"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,14 @@ class ScaleOut:
     resume: bool = True
     shard: Optional[Tuple[int, int]] = None
     engine: EngineOptions = field(default_factory=EngineOptions)
+
+
+def checkpoint_anchor(json_out: Optional[str], labels: Optional[Path] = None, csv_out: Optional[Path] = None) -> Optional[str]:
+    """The file output whose checkpoint (`X.partial.jsonl`) makes the run resumable: --json, else --labels, else --csv."""
+    for path in (json_out, labels, csv_out):
+        if path not in (None, "-"):
+            return str(path)
+    return None
 
 
 def unfinished_result(json_out: Optional[str]) -> bool:
@@ -46,13 +54,19 @@ def unfinished_result(json_out: Optional[str]) -> bool:
 def run_planned_images(tasks: Sequence[ImageTask], settings: RunSettings, need_detector: bool, boxes: Optional[Path],
                        output: Optional[Path], json_out: Optional[str], jsonl: bool, overwrite: bool, fail_fast: bool,
                        quiet: bool, kpt_thr: float, report: BatchReport, scale: ScaleOut,
-                       draw_style: Optional[Dict[str, Optional[float]]] = None) -> None:
-    """Run (or resume) the tasks on the chosen engine, write the outputs, exit with the run's code."""
+                       draw_style: Optional[Dict[str, Optional[float]]] = None,
+                       tables: Tuple[Optional[Path], Optional[Path]] = (None, None)) -> None:
+    """Run (or resume) the tasks on the chosen engine, write the outputs, exit with the run's code.
+
+    `tables`: the --labels and --csv paths (or None); the checkpoint lies beside --json OUT, else beside them.
+    """
     from mspn_cli.engines.drawing import annotation_drawer
     from mspn_cli.io.keypoint_runs import KeypointCheckpoint, run_identity, write_keypoint_shard
     from mspn_cli.io.outputs import ImageResultsWriter, plan_annotated_images
     from mspn_cli.io.result_rows import outcome_from_row, outcome_to_row
     from mspn_cli.io.shards import in_shard
+
+    from mspn_cli.io.dataset_outputs import DatasetOutputs, labels_info
 
     identity = run_identity(settings, tasks)
     drawing = {"kpt_thr": kpt_thr, **(draw_style or {})}
@@ -60,6 +74,8 @@ def run_planned_images(tasks: Sequence[ImageTask], settings: RunSettings, need_d
     if shard is not None:
         if json_out in (None, "-"):
             raise UsageError("--shard writes a shard file for `mspn merge-results`: give --json OUT")
+        if any(path is not None for path in tables):
+            raise UsageError("--labels and --csv are not written per shard; run them on the merged results' images")
         tasks = [task for task in tasks if in_shard(task.index, *shard)]
     unmatched = sum(1 for task in tasks if task.unmatched)
     if unmatched:
@@ -69,8 +85,9 @@ def run_planned_images(tasks: Sequence[ImageTask], settings: RunSettings, need_d
         )
     checkpoint = None
     resumed: Dict[int, dict] = {}
-    if json_out not in (None, "-"):
-        checkpoint = KeypointCheckpoint(json_out, {
+    anchor = checkpoint_anchor(json_out, *tables)
+    if anchor is not None:
+        checkpoint = KeypointCheckpoint(anchor, {
             "run": identity, "shard": list(shard) if shard else None,
             "annotated": str(Path(output).resolve()) if output is not None else None,
             "drawing": drawing if output is not None else None,
@@ -85,6 +102,9 @@ def run_planned_images(tasks: Sequence[ImageTask], settings: RunSettings, need_d
     engine = open_engine(scale.engine, settings, need_detector, drawing) if todo else None
 
     writer = ImageResultsWriter(None if shard else json_out, jsonl, annotated, draw=annotation_drawer(**drawing))
+    labels_out, csv_out = tables
+    datasets = DatasetOutputs(labels_out, csv_out, kpt_thr,
+                              lambda: labels_info(settings, kpt_thr, need_detector))
     shard_rows: List[dict] = []
 
     def accept(outcome: ImageOutcome, row: Optional[dict] = None) -> None:
@@ -97,6 +117,7 @@ def run_planned_images(tasks: Sequence[ImageTask], settings: RunSettings, need_d
         outcome.records = row["records"]  # as they read back from the checkpoint: the same bytes either way
         report.notes.extend(outcome.notes)
         writer.add(outcome)
+        datasets.add_image(outcome.task.file_name, outcome.task.path, outcome.task.image_id, outcome.image_size, outcome.records)
         report.images += 1
         report.persons += len(outcome.records)
         if fresh and checkpoint is not None:
@@ -131,6 +152,9 @@ def run_planned_images(tasks: Sequence[ImageTask], settings: RunSettings, need_d
             # Written on interruption too (what finished is valid); not when every input failed.
             if report.images or not report.failures:
                 writer.finish()
+                _say(datasets.finish(), quiet)
+            else:
+                datasets.abort()
             report_interrupted(interrupted, report.images)
         else:
             console_err.print(f"[yellow]interrupted[/yellow] after {report.images} image(s); the shard file is written "
@@ -147,12 +171,21 @@ def run_planned_images(tasks: Sequence[ImageTask], settings: RunSettings, need_d
                               f"to {json_out}; combine all shards with `mspn merge-results`")
     elif report.images or not report.failures:  # no empty result file stands in for a failed run
         written = writer.finish()
+        _say(datasets.finish(), quiet)
+    else:
+        datasets.abort()
     if checkpoint is not None:
         checkpoint.discard()
     if written is not None and json_out != "-" and not quiet:
         console_err.print(f"wrote {written} instance(s) to {json_out}")
     report.print_summary(quiet)
     raise typer.Exit(report.exit_code())
+
+
+def _say(lines: Sequence[str], quiet: bool) -> None:
+    if not quiet:
+        for line in lines:
+            console_err.print(line)
 
 
 def merge_keypoint_shards_command(parts: Sequence[Path], output: Path, ann: Optional[Path], summary: Optional[Path],

@@ -48,9 +48,17 @@ DETECTOR_CONFIG = typer.Option(
 DET_SIZE = typer.Option(
     None, "--det-size", help="Detector input size SHORT[,MAX] in pixels (default 800,1333). Smaller is faster, e.g. 512."
 )
-DEVICE = typer.Option("cpu", "--device", help="cpu or gpu (or a MegEngine device such as gpu1).")
+DEVICE = typer.Option(
+    "cpu", "--device",
+    help="cpu; cuda or cuda:N (an NVIDIA GPU through PyTorch: pip install 'mspn-cli[torch]'; eval-coco takes cuda:0,1,... "
+    "for one worker per GPU); gpu or gpuN (MegEngine 1.13, CUDA 10.1: GPUs before 2020).",
+)
 BACKEND = typer.Option(
-    "auto", "--backend", help="Inference backend: auto (fastest available), megengine, mge-lite or onnxruntime."
+    "auto", "--backend", help="Inference backend: auto (fastest available; torch on cuda), megengine, mge-lite, onnxruntime or torch."
+)
+PRECISION = typer.Option(
+    "fp32", "--precision", metavar="fp32|bf16|fp16",
+    help="Network arithmetic. fp32 matches the reference; fp16 and bf16 are faster on a GPU (--device cuda).",
 )
 BATCH_SIZE = typer.Option(None, "--batch-size", min=1, help="Persons per forward pass, across images (default from config: 8; x2 crops with flip).")
 FLIP = typer.Option(None, "--flip/--no-flip", help="Flip test: average with the mirrored crop (default from config: on).")
@@ -107,6 +115,17 @@ ANN = typer.Option(
 JSON_OUT = typer.Option(None, "--json", help="Write COCO results to this JSON file ('-' for stdout).")
 JSONL = typer.Option(False, "--jsonl", help="Stream one JSON line per image (or frame) to stdout as each finishes.")
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace existing output files (an input is never replaced).")
+LABELS = typer.Option(
+    None, "--labels", metavar="OUT.json",
+    help="Also write the predictions as a COCO keypoint dataset (images, categories, annotations with visibility "
+    "2 where a joint's confidence reaches --kpt-thr, else 0) that CVAT, FiftyOne or pycocotools import as labels.",
+    show_default=False,
+)
+CSV_OUT = typer.Option(
+    None, "--csv", metavar="OUT.csv",
+    help="Also write one CSV row per person (image, box, score, x/y/confidence of each named joint), streamed as images finish.",
+    show_default=False,
+)
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar or summary; errors only.")
 SUMMARY = typer.Option(None, "--summary", help="Also write the 10 stats, settings and counts to this JSON file. Default: none.")
 KPT_THR = typer.Option(
@@ -117,7 +136,7 @@ KPT_THR = typer.Option(
 # -- scale-out: resume, shards, engines --------------------------------------------
 RESUME = typer.Option(
     True, "--resume/--no-resume",
-    help="With --json OUT, finished images are kept in OUT.partial.jsonl; rerunning the same command continues "
+    help="With --json OUT (else --labels or --csv OUT), finished images are kept in OUT.partial.jsonl; rerunning the same command continues "
     "from it (a checkpoint of other settings is refused). --no-resume starts over.",
 )
 SHARD = typer.Option(
@@ -134,18 +153,23 @@ ACTOR_CPUS = typer.Option(
     None, "--actor-cpus", min=0.01, help="--engine ray: CPUs per actor, which are its inference threads (default 2)."
 )
 
+ACTOR_GPUS = typer.Option(
+    None, "--actor-gpus", min=0.01,
+    help="--engine ray with --device cuda: GPUs per actor (Ray num_gpus; 1 = one actor per GPU, 0.5 = two share one).",
+)
+
 
 def run_settings(
     *, weights: Optional[str] = None, config: Optional[Path] = None, detector_weights: Optional[str] = None,
     detector_config: Optional[Path] = None, det_size: Optional[str] = None, device: str = "cpu",
-    backend: str = "auto", flip: Optional[bool] = None, batch_size: Optional[int] = None,
+    backend: str = "auto", precision: str = "fp32", flip: Optional[bool] = None, batch_size: Optional[int] = None,
     box_thr: Optional[float] = None, max_persons: Optional[int] = None, quiet: bool = False,
 ) -> RunSettings:
     """The options of a command, as the one settings object the library takes."""
     return RunSettings(
         weights=weights, config=optional_path(config), detector_weights=detector_weights,
         detector_config=optional_path(detector_config), det_size=parse_det_size(det_size), device=device,
-        backend=backend, flip=flip, batch_size=batch_size, box_thr=box_thr, max_persons=max_persons,
+        backend=backend, precision=precision, flip=flip, batch_size=batch_size, box_thr=box_thr, max_persons=max_persons,
         progress=not quiet,
     )
 
@@ -158,12 +182,13 @@ SETTINGS_OPTIONS = {
     "detector": (("detector_weights", Optional[str], DETECTOR_WEIGHTS),
                  ("detector_config", Optional[Path], DETECTOR_CONFIG), ("det_size", Optional[str], DET_SIZE)),
     "persons": (("box_thr", Optional[float], BOX_THR), ("max_persons", Optional[int], MAX_PERSONS)),
-    "runtime": (("device", str, DEVICE), ("backend", str, BACKEND)),
+    "runtime": (("device", str, DEVICE), ("backend", str, BACKEND), ("precision", str, PRECISION)),
 }
 
 
 ENGINE_OPTIONS = (("engine", str, ENGINE), ("ray_address", str, RAY_ADDRESS),
-                  ("actors", Optional[int], ACTORS), ("actor_cpus", Optional[float], ACTOR_CPUS))
+                  ("actors", Optional[int], ACTORS), ("actor_cpus", Optional[float], ACTOR_CPUS),
+                  ("actor_gpus", Optional[float], ACTOR_GPUS))
 
 
 def _resolved(parameter: inspect.Parameter, command: Callable[..., Any]) -> inspect.Parameter:
@@ -214,7 +239,8 @@ def with_engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
     def build(values, _others):
         from mspn_cli.engines import EngineOptions
 
-        return EngineOptions(values["engine"], values["ray_address"], values["actors"], values["actor_cpus"])
+        return EngineOptions(values["engine"], values["ray_address"], values["actors"], values["actor_cpus"],
+                             values["actor_gpus"])
 
     return _inject(ENGINE_OPTIONS, "engine_options", build)(command)
 

@@ -31,12 +31,18 @@ class _Totals:
     frames: int = 0
     photos: int = 0
     records: List[dict] = field(default_factory=list)  # for one --json file, in input order
+    datasets: Any = None  # the run's DatasetOutputs (--labels, --csv)
 
 
 def run_with_videos(items: Sequence[Any], settings, video_settings, output: Optional[Path], json_out: Optional[str],
                     jsonl: bool, overwrite: bool, fail_fast: bool, quiet: bool, style: Dict[str, Any],
-                    fourcc: Optional[str], report: Optional[BatchReport] = None, allow_truncated: bool = False) -> None:
-    """Plan every output, load the networks once, run photos then each video; exits with the run's code."""
+                    fourcc: Optional[str], report: Optional[BatchReport] = None, allow_truncated: bool = False,
+                    tables=(None, None)) -> None:
+    """Plan every output, load the networks once, run photos then each video; exits with the run's code.
+
+    `tables`: the --labels and --csv paths (or None), written like --json: at the end, and on a stop.
+    """
+    from mspn_cli.io.dataset_outputs import DatasetOutputs, labels_info
     from mspn_cli.io.tasks import plan_image_tasks
     from mspn_cli.video import VideoPoseRunner, load_video_config
 
@@ -48,6 +54,10 @@ def run_with_videos(items: Sequence[Any], settings, video_settings, output: Opti
     plan = plan_video_outputs(tasks, videos, output, json_out, overwrite, fourcc, video_config)
     runner = None
     totals = _Totals()
+    labels_out, csv_out = tables
+    totals.datasets = DatasetOutputs(labels_out, csv_out, style["kpt_thr"],
+                                     lambda: labels_info(settings, style["kpt_thr"], True),
+                                     video=True)
     interrupted: Optional[BaseException] = None
     try:
         from mspn_cli.pipeline import PosePipeline
@@ -66,6 +76,12 @@ def run_with_videos(items: Sequence[Any], settings, video_settings, output: Opti
         write_json_atomic(plan.json_file, totals.records)
         if plan.json_file != "-" and not quiet:
             console_err.print(f"wrote {len(totals.records)} instance(s) to {plan.json_file}")
+    if totals.videos or totals.photos or not report.failures:
+        for line in totals.datasets.finish():
+            if not quiet:
+                console_err.print(line)
+    else:
+        totals.datasets.abort()
     if interrupted is not None:
         report_interrupted(interrupted, totals.frames + totals.photos, "frame(s) and image(s)" if totals.photos else "frame(s)")
         raise typer.Exit(interrupt_exit_code(interrupted))
@@ -99,6 +115,8 @@ def _run_photos(pipeline, tasks, plan: VideoOutputPlan, jsonl: bool, fail_fast: 
                     continue
                 report.notes.extend(outcome.notes)
                 writer.add(outcome)
+                task = outcome.task
+                totals.datasets.add_image(task.file_name, task.path, task.image_id, outcome.image_size, outcome.records)
                 totals.photos += 1
                 report.persons += len(outcome.records)
     finally:
@@ -133,6 +151,7 @@ def _run_one_video(runner, item, plan: VideoOutputPlan, jsonl: bool, fail_fast: 
     lines = JsonlWriter("-") if jsonl else None
     writer: Optional[VideoWriterAtomic] = None
     records: List[dict] = []
+    frames_done: List[tuple] = []  # (index, pts_ms, shape, records) per frame, for --labels and --csv
     frames = 0
     total = None
     if source.frame_count:
@@ -159,6 +178,7 @@ def _run_one_video(runner, item, plan: VideoOutputPlan, jsonl: bool, fail_fast: 
                     if lines is not None:
                         lines.write(frame_line(poses, source.name, spec, fps, frame_recs))
                     records.extend(frame_recs)
+                    frames_done.append((poses.frame.index, poses.frame.pts_ms, poses.frame.image.shape, frame_recs))
                     frames += 1
                 report.persons += len(poses.result)
                 progress.advance(bar)
@@ -175,6 +195,9 @@ def _run_one_video(runner, item, plan: VideoOutputPlan, jsonl: bool, fail_fast: 
         totals.frames += frames
         if keep:
             totals.records.extend(records)
+            # A failed video leaves no rows either: its frames join the tables only once it is kept.
+            for index, pts_ms, shape, frame_recs in frames_done:
+                totals.datasets.add_frame(source.name, spec, index, pts_ms, (shape[1], shape[0]), frame_recs)
         if writer is not None and keep:
             writer.close()
             if not quiet:

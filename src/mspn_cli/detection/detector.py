@@ -35,6 +35,7 @@ class PersonDetector(NetworkRunner):
         box_thr: Optional[float] = None,
         progress: bool = False,
         max_persons: Optional[int] = None,
+        precision: str = "fp32",
     ):
         RunSettings(det_size=det_size, box_thr=box_thr, max_persons=max_persons)  # the one range check
         self.max_persons = max_persons
@@ -47,7 +48,7 @@ class PersonDetector(NetworkRunner):
             )
         self.box_thr = float(self.config.postprocess.person_thr if box_thr is None else box_thr)
         try:
-            self.attach_backend(backend, weights, device, progress, graph_tag="dynamic")
+            self.attach_backend(backend, weights, device, progress, graph_tag="dynamic", precision=precision)
         except WeightsError as exc:  # the weights layer's hints name --weights, MSPN's option
             raise WeightsError(str(exc).replace("--weights PATH", "--detector-weights PATH")) from None
 
@@ -56,7 +57,7 @@ class PersonDetector(NetworkRunner):
         config = load_detector_config(settings.detector_config) if settings.detector_config else None
         return cls(config, settings.detector_weights, device=settings.device, backend=backend or settings.backend,
                    det_size=settings.det_size, box_thr=settings.box_thr, progress=settings.progress,
-                   max_persons=settings.max_persons)
+                   max_persons=settings.max_persons, precision=settings.precision)
 
     def detect(self, image_bgr: np.ndarray) -> Detections:
         """Person boxes of one BGR image scoring above `box_thr`, best first."""

@@ -161,8 +161,11 @@ class RayEngine:
     def _actor_count(self, actor_cpus: float) -> int:
         if self.options.actors is not None:
             return self.options.actors
-        cluster_cpus = float(self.ray.cluster_resources().get("CPU", 1))
-        return max(1, int(cluster_cpus // actor_cpus))
+        resources = self.ray.cluster_resources()
+        count = int(float(resources.get("CPU", 1)) // actor_cpus)
+        if self.options.actor_gpus:  # as many actors as the cluster's GPUs hold, too
+            count = min(count, int(float(resources.get("GPU", 0)) // self.options.actor_gpus))
+        return max(1, count)
 
     def run(self, tasks: Sequence[ImageTask], annotated: Dict[int, Path]) -> Iterator[ImageOutcome]:
         if not tasks:
@@ -195,6 +198,8 @@ class RayEngine:
             # on every run when restarts are on, ray-project/ray#53727). An actor that dies fails
             # the run in one line instead, and rerunning the command resumes from the checkpoint.
             max_restarts=0,
+            # Ray sets each actor's CUDA_VISIBLE_DEVICES to its own GPU(s), so --device cuda is that GPU there.
+            **({"num_gpus": self.options.actor_gpus} if self.options.actor_gpus else {}),
             batch_format="numpy",
             fn_constructor_kwargs={
                 "settings": self.settings.to_dict(), "need_detector": self.need_detector, "drawing": self.drawing,

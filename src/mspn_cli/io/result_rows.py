@@ -1,6 +1,7 @@
 """Result rows: one finished image task as a plain JSON-able dict.
 
-`{index, path, image_id, file_name, records, error, notes}` is what a Ray actor sends back,
+`{index, path, image_id, file_name, records, error, notes}` (and `image_size`, [width, height],
+when the image was decoded) is what a Ray actor sends back,
 what a keypoints checkpoint line and a keypoints shard file hold, so that whichever
 engine ran a task and whenever it ran, the driver writes the same bytes.
 """
@@ -21,12 +22,15 @@ def outcome_to_row(outcome: ImageOutcome) -> Dict[str, Any]:
     return {
         "index": task.index, "path": task.path, "image_id": task.image_id, "file_name": task.file_name,
         "records": jsonable_roundtrip(outcome.records), "error": outcome.error, "notes": list(outcome.notes),
+        **({"image_size": [int(v) for v in outcome.image_size]} if outcome.image_size is not None else {}),
     }
 
 
 def outcome_from_row(row: Mapping[str, Any], task: ImageTask) -> ImageOutcome:
     """The outcome of `task` from its row (no decoded image or PoseResult: those stay where it ran)."""
-    return ImageOutcome(task, records=list(row.get("records") or []), error=row.get("error"), notes=list(row.get("notes") or []))
+    size = row.get("image_size")
+    return ImageOutcome(task, records=list(row.get("records") or []), error=row.get("error"), notes=list(row.get("notes") or []),
+                        image_size=tuple(int(v) for v in size) if isinstance(size, list) and len(size) == 2 else None)
 
 
 def is_result_row(row: Any) -> bool:

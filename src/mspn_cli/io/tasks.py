@@ -71,6 +71,7 @@ class ImageOutcome:
     notes: List[str] = field(default_factory=list)  # not errors: e.g. boxes dropped outside the image
     result: Any = None  # the PoseResult (local engine only)
     image: Optional[np.ndarray] = None  # the decoded image, when the caller draws it
+    image_size: Optional[Tuple[int, int]] = None  # (width, height) of the decoded image: --labels needs it
 
 
 def _given_rows(detection_set, item_path: Path, image_id: int) -> Optional[Tuple[Tuple[float, ...], ...]]:

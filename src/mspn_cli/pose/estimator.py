@@ -63,19 +63,24 @@ class PoseEstimator(NetworkRunner):
         flip: Optional[bool] = None,
         batch_size: Optional[int] = None,
         progress: bool = False,
+        precision: str = "fp32",
     ):
+        from mspn_cli.runtime.devices import is_cuda_device
+
         self.config = config or load_pose_config()
         self.flip = self.config.test.flip if flip is None else bool(flip)
-        self.batch_size = int(batch_size or self.config.test.batch_size)
+        default_batch = self.config.test.gpu_batch_size if is_cuda_device(device) else self.config.test.batch_size
+        self.batch_size = int(batch_size or default_batch)
         RunSettings(batch_size=self.batch_size)  # the one range check of --batch-size
         height, width = self.config.model.input_size
-        self.attach_backend(backend, weights, device, progress, graph_tag=f"{height}x{width}")
+        self.attach_backend(backend, weights, device, progress, graph_tag=f"{height}x{width}", precision=precision)
 
     @classmethod
     def from_settings(cls, settings: RunSettings, backend: Union[str, Any, None] = None) -> "PoseEstimator":
         config = load_pose_config(settings.config) if settings.config else None
         return cls(config, settings.weights, device=settings.device, backend=backend or settings.backend,
-                   flip=settings.flip, batch_size=settings.batch_size, progress=settings.progress)
+                   flip=settings.flip, batch_size=settings.batch_size, progress=settings.progress,
+                   precision=settings.precision)
 
     # -- preprocess ---------------------------------------------------------
     def prepare(self, key: Any, image_bgr: np.ndarray, detections: Detections) -> _PreparedImage:

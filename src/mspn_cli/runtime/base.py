@@ -52,6 +52,7 @@ def _load_builtin_backends() -> None:
         "mspn_cli.runtime.megengine_backend",
         "mspn_cli.runtime.lite_backend",
         "mspn_cli.runtime.onnxruntime_backend",
+        "mspn_cli.runtime.torch_network",
     ):
         try:
             importlib.import_module(module)

@@ -93,7 +93,8 @@ def _cached_onnxruntime_backend(config, weights_path, weights_sha256: str, devic
 
 
 def attach_backend(
-    config, backend: Union[str, Any], weights: Optional[str], device: str, progress: ProgressArg, graph_tag: str = ""
+    config, backend: Union[str, Any], weights: Optional[str], device: str, progress: ProgressArg, graph_tag: str = "",
+    precision: str = "fp32",
 ) -> Tuple[Any, Any, str]:
     """A backend running `config`'s network: (backend, weights path, weights sha256).
 
@@ -103,6 +104,10 @@ def attach_backend(
     """
     from mspn_cli.weights import indexed_sha256, resolve_weights
 
+    from mspn_cli.runtime.torch_network import attach_torch_backend, uses_torch
+
+    if uses_torch(backend, device):  # --backend torch, or auto on --device cuda[:N]
+        return attach_torch_backend(config, weights, device, precision, progress)
     name = config.model.name
     started = time.perf_counter()
     if backend in ("auto", "onnxruntime"):
@@ -134,7 +139,8 @@ class NetworkRunner:
 
     config: Any
 
-    def attach_backend(self, backend: Union[str, Any], weights: Optional[str], device: str, progress: ProgressArg, graph_tag: str) -> None:
+    def attach_backend(self, backend: Union[str, Any], weights: Optional[str], device: str, progress: ProgressArg, graph_tag: str,
+                       precision: str = "fp32") -> None:
         """`backend`: a backend name, or any object with `run(batch)` standing in for the network."""
         self.weights_path = None
         self.weights_sha256 = ""
@@ -142,7 +148,7 @@ class NetworkRunner:
             self.backend = backend
         else:
             self.backend, self.weights_path, self.weights_sha256 = attach_backend(
-                self.config, backend, weights, device, progress, graph_tag
+                self.config, backend, weights, device, progress, graph_tag, precision
             )
         self.backend_name = getattr(self.backend, "name", type(self.backend).__name__)
         log.info("%s: running on backend '%s', device %s", self.config.model.name, self.backend_name, device)
