@@ -44,7 +44,9 @@ def test_keypoints_help_groups_its_options_in_panels():
     assert {"--boxes", "--json", "-o", "--quiet", "--fail-fast"} <= set(panels["Inputs and outputs"])
     assert {"--weights", "--backend", "--device", "--batch-size", "--det-size"} <= set(panels["Networks"])
     assert {"--fourcc", "--tracking-config", "--every", "--det-every"} <= set(panels["Video"])
-    assert {"--shard", "--engine", "--actors", "--resume"} <= set(panels["Scale-out"])
+    assert {"--shard", "--engine", "--actors", "--resume", "--actor-gpus"} <= set(panels["Scale-out"])
+    assert {"--labels", "--csv"} <= set(panels["Inputs and outputs"])
+    assert {"--precision"} <= set(panels["Networks"])
     assert set(panels.get("Other options", [])) <= {"-h", "--help"}
 
 

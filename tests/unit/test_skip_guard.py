@@ -29,6 +29,7 @@ def test_reasons_that_mean_a_broken_install_are_forbidden():
     assert not ci_forbids_skip("MegEngine Lite does not run on this CPU (runtime/lite_probe.py)")
     assert not ci_forbids_skip("MegEngine has no wheels for Python 3.12 (it is not installed)")
     assert not ci_forbids_skip("needs a display")
+    assert not ci_forbids_skip("PyTorch (the optional [torch] extra) is not installed")
 
 
 def _run(tmp_path, ci: bool) -> subprocess.CompletedProcess:

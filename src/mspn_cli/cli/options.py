@@ -261,11 +261,13 @@ PANEL_OTHER = "Other options"
 HELP_PANELS = {
     PANEL_INPUTS_OUTPUTS: ("--boxes", "--recursive", "--fail-fast", "--allow-truncated", "--ann", "--dets", "--images",
                            "--output", "--json", "--jsonl", "--vis", "--results", "--overwrite", "--quiet", "--summary",
-                           "--kpt-thr", "--radius", "--thickness", "--format", "--input-size", "--batch", "--verify"),
+                           "--kpt-thr", "--radius", "--thickness", "--format", "--input-size", "--batch", "--verify",
+                           "--labels", "--csv", "--coco-root", "--keypoints", "--image-id", "--no-boxes"),
     PANEL_NETWORKS: ("--model",),
     PANEL_VIDEO: ("--every", "--track", "--track-buffer", "--smooth", "--det-every", "--max-frames", "--fourcc",
-                  "--tracking-config"),
-    PANEL_SCALE_OUT: ("--resume", "--shard", "--workers", "--engine", "--ray-address", "--actors", "--actor-cpus"),
+                  "--tracking-config", "--fill-gaps"),
+    PANEL_SCALE_OUT: ("--resume", "--shard", "--workers", "--engine", "--ray-address", "--actors", "--actor-cpus",
+                      "--actor-gpus"),
 }
 PANEL_ORDER = (PANEL_INPUTS_OUTPUTS, PANEL_NETWORKS, PANEL_VIDEO, PANEL_SCALE_OUT, PANEL_OTHER)
 _NETWORK_PARAMETERS = {name for group in SETTINGS_OPTIONS.values() for name, _, _ in group}

@@ -34,7 +34,7 @@ def sealed_onnx_graph(config, weights, progress) -> Tuple[Path, Path, str]:
     Exported (and verified against MegEngine) on a cache miss; that needs MegEngine.
     """
     from mspn_cli.export.cache import FORMAT_SUFFIXES, GraphCache, graph_key_fields
-    from mspn_cli.runtime.network import download_progress_of, graph_key_extra, input_spec_of, load_network
+    from mspn_cli.runtime.network_loading import download_progress_of, graph_key_extra, input_spec_of, load_network
     from mspn_cli.weights import indexed_sha256, resolve_weights
 
     weights_path = resolve_weights(weights, config.weights, progress=download_progress_of(progress))
