@@ -248,12 +248,11 @@ def test_eval_shards_merged_through_the_cli_equal_one_run(tmp_path, mspn_weights
     common = ["eval-coco", "--dets", DETS, "--ann", ann, "--images", COCO_SAMPLE, "--weights", mspn_weights, *FAST, "-q"]
     single = run_mspn(*common, "--results", tmp_path / "single.json", timeout=300)
     assert single.returncode == 0, single.stderr
-    shards = []
-    for k in range(2):
-        proc = run_mspn(*common, "--results", tmp_path / "sharded.json", "--shard", f"{k}/2", timeout=300)
+    shards = [tmp_path / f"val.shard-{k}-of-2.json" for k in range(2)]  # the README's naming
+    for k, shard in enumerate(shards):
+        proc = run_mspn(*common, "--results", shard, "--shard", f"{k}/2", timeout=300)
         assert proc.returncode == 0, proc.stderr
-    shards = sorted(tmp_path.glob("sharded.shard-*"))
-    assert len(shards) == 2, sorted(p.name for p in tmp_path.iterdir())
+        assert shard.is_file()
     merged = run_mspn("merge-results", *shards, "-o", tmp_path / "merged.json", "--ann", ann,
                       "--summary", tmp_path / "summary.json", timeout=300)
     assert merged.returncode == 0, merged.stderr
