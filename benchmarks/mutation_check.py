@@ -146,16 +146,38 @@ def _swap_pair(node) -> None:
     elts[i], elts[i + 1] = elts[i + 1], elts[i]
 
 
+def _changed_line(before: str, after: str) -> tuple:
+    """The first line that differs between two renderings of a node (so a survivor can be found)."""
+    for old, new in zip(before.splitlines(), after.splitlines()):
+        if old != new:
+            return old.strip()[:120], new.strip()[:120]
+    return before.strip()[:120], after.strip()[:120]
+
+
 def enumerate_mutants(module: str) -> List[Mutant]:
     source = (PACKAGE / module).read_text()
     tree = ast.parse(source)
     mutants = []
     for index, (node, kind, apply) in enumerate(_sites(tree)):
-        before = ast.unparse(node)
-        mutated = copy.deepcopy(node)
-        apply(mutated)
-        mutants.append(Mutant(module, node.lineno, kind, before[:80], ast.unparse(mutated)[:80], index))
+        statement = _enclosing_statement(tree, node)
+        before = ast.unparse(statement)
+        mutated_tree = copy.deepcopy(statement)
+        target = next(n for n, original in zip(ast.walk(mutated_tree), ast.walk(statement)) if original is node)
+        apply(target)
+        old, new = _changed_line(before, ast.unparse(mutated_tree))
+        mutants.append(Mutant(module, node.lineno, kind, old, new, index))
     return mutants
+
+
+def _enclosing_statement(tree: ast.AST, node: ast.AST) -> ast.AST:
+    """The innermost statement holding `node` (the node itself when it is one)."""
+    best = node
+    for candidate in ast.walk(tree):
+        if isinstance(candidate, ast.stmt) and not isinstance(candidate, (ast.FunctionDef, ast.ClassDef, ast.If,
+                                                                            ast.While, ast.For, ast.With, ast.Try)):
+            if any(child is node for child in ast.walk(candidate)):
+                best = candidate
+    return best if best is not node or isinstance(node, ast.stmt) else node
 
 
 def mutated_source(mutant: Mutant) -> str:
