@@ -260,3 +260,22 @@ def test_iou_and_oks_basics():
     invisible = keypoints.copy()
     invisible[:, 2] = 0
     assert np.isnan(keypoint_similarity(keypoints[None], box[None], invisible[None])[0, 0])
+
+
+def test_kalman_prediction_over_a_gap_is_the_constant_velocity_model():
+    """predict(f) is P' = F P F^T + Q with F = [[1, f], [0, 1]] per coordinate (noise scaled by
+    the box height, integrated over f frames), computed here by hand from the 2x2 blocks."""
+    from mspn_cli.config import KalmanSettings
+    from mspn_cli.tracking.kalman import BoxKalmanFilter
+
+    settings = KalmanSettings(position_noise=0.05, velocity_noise=0.01, measurement_noise=0.1)
+    kf = BoxKalmanFilter(np.array([100.0, 200.0, 40.0, 120.0]), settings)
+    kf.velocity = np.array([2.0, -1.0, 0.0, 0.0])
+    kf.covariance = np.array([0.5, 0.25, 0.0, 0.0])
+    p, c, v = kf.var_position.copy(), kf.covariance.copy(), kf.var_velocity.copy()
+    frames, height = 3.0, 120.0
+    kf.predict(frames)
+    np.testing.assert_allclose(kf.position, [106.0, 197.0, 40.0, 120.0])
+    np.testing.assert_allclose(kf.var_position, p + 2 * frames * c + frames ** 2 * v + (0.05 * height) ** 2 * frames)
+    np.testing.assert_allclose(kf.covariance, c + frames * v)
+    np.testing.assert_allclose(kf.var_velocity, v + (0.01 * height) ** 2 * frames)
