@@ -89,3 +89,23 @@ def test_flip_average_with_the_configured_order_equals_the_spec_s():
     for person in range(2):
         expected = spec.official_flip_average(heatmaps[person], flipped[person])
         np.testing.assert_array_equal(ours[person], expected)
+
+
+def test_defaults_of_the_pure_functions_are_the_spec_s():
+    """Library callers who pass nothing get the spec's numbers too (the pipeline passes the config's)."""
+    import inspect
+
+    from mspn_cli.pose.postprocess import decode_heatmaps, decode_heatmaps_to_crop
+    from mspn_cli.pose.preprocess import DEFAULT_MEAN, DEFAULT_STD, extend_box
+
+    for function in (decode_heatmaps, decode_heatmaps_to_crop):
+        defaults = {name: p.default for name, p in inspect.signature(function).parameters.items()}
+        assert defaults["border"] == spec.DECODER_BORDER
+        assert defaults["heat_range"] == spec.HEAT_RANGE
+        assert (defaults["blur_kernel"],) * 2 == spec.BLUR_KERNEL
+        assert tuple(defaults["shift_steps"]) == spec.REFINEMENT_STEPS
+    assert tuple(inspect.signature(decode_heatmaps).parameters["input_size"].default) == spec.INPUT_SHAPE
+    extend_defaults = inspect.signature(extend_box).parameters
+    assert tuple(extend_defaults["extension"].default) == spec.BOX_EXTENSION
+    assert extend_defaults["aspect_ratio"].default == spec.W_H_RATIO
+    assert (tuple(DEFAULT_MEAN), tuple(DEFAULT_STD)) == (spec.MSPN_MEAN, spec.MSPN_STD)

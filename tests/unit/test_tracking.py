@@ -279,3 +279,17 @@ def test_kalman_prediction_over_a_gap_is_the_constant_velocity_model():
     np.testing.assert_allclose(kf.var_position, p + 2 * frames * c + frames ** 2 * v + (0.05 * height) ** 2 * frames)
     np.testing.assert_allclose(kf.covariance, c + frames * v)
     np.testing.assert_allclose(kf.var_velocity, v + (0.01 * height) ** 2 * frames)
+
+
+def test_box_geometry_of_degenerate_boxes_and_unsure_joints():
+    from mspn_cli.tracking.geometry import box_area, boxes_from_keypoints
+
+    # A zero-width box has no area and overlaps nothing, however tall it is.
+    np.testing.assert_array_equal(box_area(np.array([[5.0, 5.0, 5.0, 50.0], [0.0, 0.0, 0.5, 10.0]])), [0.0, 5.0])
+    assert box_iou(np.array([[5.0, 5.0, 5.0, 50.0]]), np.array([[0.0, 0.0, 10.0, 60.0]]))[0, 0] == 0.0
+    # The box of a pose is that of its joints with a positive score, whatever the score's scale.
+    pose = np.zeros((1, 17, 3))
+    pose[0, :, :2] = [[100.0 + k, 200.0 + 2 * k] for k in range(17)]
+    pose[0, :, 2] = -1.0
+    pose[0, 3, 2] = pose[0, 9, 2] = 0.5  # confidence below 1: still a positive score
+    np.testing.assert_array_equal(boxes_from_keypoints(pose), [[103.0, 206.0, 109.0, 218.0]])
