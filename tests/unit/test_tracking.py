@@ -293,3 +293,15 @@ def test_box_geometry_of_degenerate_boxes_and_unsure_joints():
     pose[0, :, 2] = -1.0
     pose[0, 3, 2] = pose[0, 9, 2] = 0.5  # confidence below 1: still a positive score
     np.testing.assert_array_equal(boxes_from_keypoints(pose), [[103.0, 206.0, 109.0, 218.0]])
+
+
+def test_a_pose_scored_exactly_high_score_is_matched_once_as_a_high_pose():
+    """The two passes split poses at high_score: one exactly at it belongs to the first pass only.
+    Two people side by side, then one pose between them at exactly high_score: it keeps the id of
+    the person it overlaps most, and the other track does not take it in the low-score pass."""
+    settings = load_tracking_config().tracking
+    people = lambda frame: ([(1, 300.0, 300.0, 200.0, 0.9), (2, 306.0, 300.0, 200.0, 0.9)] if frame == 0
+                            else [(1, 301.0, 300.0, 200.0, settings.high_score)])
+    history = run(people, frames=2)
+    first_ids = dict(history[0])
+    assert history[1] == [(1, first_ids[1])], history
