@@ -53,7 +53,7 @@ for _module in _COMMAND_MODULES:
 
 
 def _use_panelled_commands(typer_app: typer.Typer) -> None:
-    """Every command groups its --help in panels and takes -v after its name (cli/help_panels.py)."""
+    """Every command groups the options of its --help in panels (cli/help_panels.py)."""
     from mspn_cli.cli.help_panels import PanelledCommand
 
     for info in typer_app.registered_commands:
