@@ -22,6 +22,10 @@ REFERENCE = DATA / "reference"
 
 # Generated weights are expensive (MSPN is ~283 MB); keep them across runs in the checkout.
 WEIGHTS_CACHE = Path(os.environ.get("MSPN_TEST_CACHE", REPO / ".mspn_test_cache"))
+# The MegEngine Lite probe's verdict (runtime/lite_probe.py) lives in the tests' own cache,
+# for this process and every child: a verdict the user's ~/.cache once recorded (a probe
+# that timed out on a busy machine, say) must not decide which tests run.
+os.environ["MSPN_LITE_PROBE_DIR"] = str(WEIGHTS_CACHE / "lite-probe")
 
 
 def _generate(model_name: str, filename: str, seed: int) -> Path:
@@ -47,8 +51,9 @@ def _megengine_installed() -> bool:
 # the tests that need it (parity with MegEngine, --backend megengine/mge-lite, export through
 # MegEngine's trace) are skipped there, with this reason.
 MEGENGINE_SKIPS = sys.version_info[:2] >= (3, 11) and not _megengine_installed()
+# Worded to match tests/skip_guard.py's allow-list: a fact about the Python, not a broken install.
 MEGENGINE_SKIP_REASON = (
-    f"needs MegEngine 1.13, which installs on CPython 3.10 only (this is Python {sys.version_info[0]}.{sys.version_info[1]}); "
+    f"MegEngine 1.13 has wheels for CPython 3.10 only and is absent on this Python {sys.version_info[0]}.{sys.version_info[1]}; "
     "the Python 3.10 run of the suite covers it"
 )
 
@@ -59,6 +64,9 @@ def skip_module_without_megengine() -> None:
     if MEGENGINE_SKIPS:
         pytest.skip(MEGENGINE_SKIP_REASON, allow_module_level=True)
 
+
+# In CI a skip for a missing package fails (tests/skip_guard.py): hooks collected by name.
+from tests.skip_guard import pytest_make_collect_report, pytest_runtest_makereport  # noqa: E402,F401
 
 SLOW_FOLDER = Path(__file__).resolve().parent / "slow"
 PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
@@ -202,12 +210,21 @@ def _drop_permission_override() -> None:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
 
 
+def _one_cpu() -> None:
+    """Runs in the child before exec: only the first CPU it may use, so it runs one inference thread."""
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
 def run_mspn(*args, check: bool = False, input: str = None, env: dict = None, timeout: float = 600,
-             enforce_permissions: bool = False):
+             enforce_permissions: bool = False, one_cpu: bool = False):
     """Run the real `mspn` command in a subprocess, as a user would.
 
     enforce_permissions: file modes apply even when the tests run as root (CI does):
     the child drops root's permission-override capabilities before it starts.
+    one_cpu: the child may use one CPU only, so its backends run one thread (runtime.base.
+    usable_cpus), as a Ray actor given one CPU does: outputs of the two are then computed
+    with the same kernels and the same partition of the work, and compare byte for byte on
+    any machine.
     """
     full_env = dict(os.environ)
     full_env.setdefault("MSPN_HOME", str(WEIGHTS_CACHE / "home"))
@@ -219,6 +236,9 @@ def run_mspn(*args, check: bool = False, input: str = None, env: dict = None, ti
         if not _effective_capabilities() >> _CAP_SETPCAP & 1:
             pytest.skip("running as root without CAP_SETPCAP: cannot make file permissions apply to the child")
         preexec = _drop_permission_override
+    if one_cpu:
+        assert preexec is None, "one_cpu and enforce_permissions do not combine"
+        preexec = _one_cpu
     proc = subprocess.run(
         [sys.executable, "-m", "mspn_cli", *map(str, args)],
         capture_output=True,
@@ -257,3 +277,32 @@ def huge_png_bytes(width: int = 100_000, height: int = 100_000) -> bytes:
 def load_json(path):
     with open(path) as handle:
         return json.load(handle)
+
+
+_PEAK_RSS_PROBE = (
+    "import json, resource, subprocess, sys\n"
+    "proc = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+    "print(json.dumps({'code': proc.returncode, 'stderr': proc.stderr,\n"
+    "                  'rss_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))\n"
+)
+
+
+def run_mspn_measuring_peak_rss(*args, env: dict = None, timeout: float = 600):
+    """(CompletedProcess, peak RSS in MB) of one real `mspn` run.
+
+    A fresh parent process runs it, so RUSAGE_CHILDREN measures that run and nothing before
+    it. Memory tests compare two such figures taken in the same session (a baseline run and
+    the run under test), never one figure with a fixed ceiling: the footprint of MegEngine,
+    onnxruntime and the allocator differs between machines, the growth the test is about
+    does not.
+    """
+    full_env = dict(os.environ)
+    full_env.setdefault("MSPN_HOME", str(WEIGHTS_CACHE / "home"))
+    full_env["COLUMNS"] = "200"
+    full_env.update(env or {})
+    command = [sys.executable, "-m", "mspn_cli", *map(str, args)]
+    runner = subprocess.run([sys.executable, "-c", _PEAK_RSS_PROBE, *command], capture_output=True, text=True,
+                            env=full_env, timeout=timeout)
+    assert runner.returncode == 0, runner.stderr[-2000:]
+    result = json.loads(runner.stdout.strip().splitlines()[-1])
+    return subprocess.CompletedProcess(command, result["code"], "", result["stderr"]), result["rss_kb"] / 1024

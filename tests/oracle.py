@@ -8,10 +8,14 @@ network (flip averaging, the decoder, mapping back to the image, scoring, COCO
 records, evaluation) is then the real code, so a correct pipeline must score close
 to AP 1 and any geometric slip shows up as lost AP.
 
-The geometry of the table is computed independently from the spec (reference §3.3):
-crop_x = (x - ext_x1) * 192 / ext_w, heatmap_x = (crop_x + 0.5) / 4 - 0.5, same for y
-with 256 / ext_h; only the crop pixels themselves come from `mspn_cli.pose.preprocess`, to
-know what the pipeline will feed. Crops are recognised by a hash of their float32
+Everything the table is built from comes from the specification (tests/spec.py), never
+from the package under test: the normalisation, the box extension and the affine crop
+(the official transcription, so the crops are bit-identical to what a correct pipeline
+feeds), the geometry crop_x = (x - ext_x1) * 192 / ext_w, heatmap_x = (crop_x + 0.5) / 4
+- 0.5 (same for y with 256 / ext_h), and the flip order of the mirrored crop's channels.
+A pipeline that extends, crops or un-flips differently therefore gets other heatmaps
+than it expects and loses AP, instead of cancelling its own mistake out.
+Crops are recognised by a hash of their float32
 bytes; a crop that differs only in the last bits (e.g. a box converted from xywh with
 other rounding) is recognised by a close match of a coarse thumbnail instead. Unknown
 crops get all-zero heatmaps.
@@ -22,13 +26,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Tuple, Union
 
 import cv2
 import numpy as np
 
-from mspn_cli.config import PoseConfig, load_pose_config
-from mspn_cli.pose.preprocess import crop_person, extend_box, normalize_image
+from tests import spec
 
 PathLike = Union[str, Path]
 
@@ -85,10 +88,9 @@ class OracleBackend:
 
     name = "oracle"
 
-    def __init__(self, config: Optional[PoseConfig] = None):
-        self.config = config or load_pose_config()
-        self.heatmap_size = tuple(self.config.model.heatmap_size)
-        self.num_keypoints = self.config.model.num_keypoints
+    def __init__(self):
+        self.heatmap_size = spec.OUTPUT_SHAPE
+        self.num_keypoints = spec.NUM_KEYPOINTS
         self._by_digest: Dict[str, np.ndarray] = {}
         self._thumbs: List[np.ndarray] = []
         self._thumb_maps: List[np.ndarray] = []
@@ -106,30 +108,27 @@ class OracleBackend:
 
     def register_person(self, normalized_image: np.ndarray, box_xyxy, keypoints: np.ndarray) -> None:
         """Register the crop of `box_xyxy` and its mirror with the heatmaps of `keypoints` (K x 3, COCO v)."""
-        cfg = self.config
-        ext = extend_box(np.asarray(box_xyxy, np.float32), cfg.preprocess.box_extension, cfg.aspect_ratio)
-        crop = crop_person(normalized_image, ext, cfg.model.input_size)
-        points = keypoints_to_heatmap(keypoints[:, :2].astype(np.float64), ext, cfg.model.input_size, self.heatmap_size)
+        with spec.numpy1_scalar_promotion():
+            ext = spec.official_extend_boxes(np.asarray(box_xyxy, np.float32))[0]
+            crop = spec.official_crop(normalized_image, ext)
+        points = keypoints_to_heatmap(keypoints[:, :2].astype(np.float64), ext, spec.INPUT_SHAPE, self.heatmap_size)
         valid = keypoints[:, 2] > 0
         self.register(crop, render_heatmaps(points, valid, self.heatmap_size))
         # Mirrored crop: channel k shows joint flip_order[k], x mirrored (47 - x).
-        order = list(cfg.test.flip_order)
+        order = list(spec.FLIP_ORDER)
         mirrored = points.copy()
         mirrored[:, 0] = (self.heatmap_size[1] - 1) - mirrored[:, 0]
         flipped_crop = np.ascontiguousarray(crop[:, :, ::-1])
         self.register(flipped_crop, render_heatmaps(mirrored[order], valid[order], self.heatmap_size))
 
     @classmethod
-    def from_coco(
-        cls, ann_path: PathLike, dets_path: PathLike, image_dir: PathLike, config: Optional[PoseConfig] = None
-    ) -> "OracleBackend":
+    def from_coco(cls, ann_path: PathLike, dets_path: PathLike, image_dir: PathLike) -> "OracleBackend":
         """Table for every person detection of `dets_path` (COCO results, boxes from GT).
 
         Each detection is given the keypoints of the same-image annotation with the
         highest box IoU; detections of images that are not annotated are ignored.
         """
-        oracle = cls(config)
-        cfg = oracle.config
+        oracle = cls()
         with open(ann_path) as handle:
             dataset = json.load(handle)
         with open(dets_path) as handle:
@@ -146,7 +145,7 @@ class OracleBackend:
             image = cv2.imread(str(Path(image_dir) / images[image_id]["file_name"]), cv2.IMREAD_COLOR)
             if image is None:
                 continue  # a test may hide an image on purpose
-            normalized = normalize_image(image, cfg.preprocess.mean, cfg.preprocess.std)
+            normalized = spec.official_normalize(image)
             candidates = anns_by_image.get(image_id, [])
             for det in image_dets:
                 x, y, w, h = det["bbox"]

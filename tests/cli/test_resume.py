@@ -15,14 +15,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import COCO_SAMPLE, WEIGHTS_CACHE, assert_clean_error, load_json, run_mspn
+from tests.fifo import fed as fed_pipe
 
 DETS = COCO_SAMPLE / "person_dets_sample.json"
 EARLY = ["000000000785.jpg", "000000040083.jpg", "000000196141.jpg"]
@@ -46,23 +45,9 @@ def inputs(tmp_path_factory):
     return early, late / LATE
 
 
-@contextmanager
 def fed(pipe: Path):
     """Write the late image into the pipe once a reader opens it; release the writer afterwards."""
-    data = (COCO_SAMPLE / LATE).read_bytes()
-
-    def write():
-        with open(pipe, "wb") as handle:
-            handle.write(data)
-
-    writer = threading.Thread(target=write, daemon=True)
-    writer.start()
-    try:
-        yield
-    finally:
-        if writer.is_alive():  # no reader came: open the read end so the writer returns
-            os.close(os.open(pipe, os.O_RDONLY | os.O_NONBLOCK))
-        writer.join(timeout=30)
+    return fed_pipe(pipe, (COCO_SAMPLE / LATE).read_bytes())
 
 
 def _args(inputs, out, weights, *extra):

@@ -9,9 +9,12 @@ No race with the child: one input is a named pipe, so the run cannot get past it
 the test releases it, and the first image's `--jsonl` line (read with a blocking readline,
 and written after that image's annotated file) is the child's signal that the image is
 done. The run then waits on the pipe, so the signal finds it idle: for `detect` the pipe
-is the second input; `keypoints` reads two images ahead of inference (pre-processing
-overlaps the network), so there the pipe is the fourth input and the first result comes
-out before the run reaches it. The checks hold whichever images finished: every image
+is the second input; `keypoints` decodes images on a background thread up to four ahead
+of the one being run (io.sources.prefetch, depth 4: five reads in flight), so its reader
+may already wait on the pipe before the first result comes out; there the pipe is the
+fourth input, with three images the run can finish. The pipe is released after the
+signal by a writer whose blocking open returns only once the child has opened the pipe
+(tests/fifo.py), so the release can come neither too early nor never. The checks hold whichever images finished: every image
 reported on stdout is in the JSON output and drawn, and nothing else.
 """
 
@@ -27,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import COCO_SAMPLE, WEIGHTS_CACHE, load_json
+from tests.fifo import fed
 
 GOOD_IMAGE = COCO_SAMPLE / "000000000785.jpg"
 GOOD_BOX = [280.79, 44.73, 218.7, 346.68]
@@ -45,13 +49,6 @@ def _inputs_with_a_fifo(folder: Path, fifo_at: int):
     return paths
 
 
-def _release_fifo(path: Path) -> None:
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
-    except OSError:  # ENXIO: no reader has the pipe open
-        pass
-
-
 def _stop_after_first_line(args, signum, fifo: Path, home: Path):
     env = dict(os.environ, MSPN_HOME=str(home), COLUMNS="200")
     proc = subprocess.Popen([sys.executable, "-m", "mspn_cli", *map(str, args)], stdout=subprocess.PIPE,
@@ -60,8 +57,9 @@ def _stop_after_first_line(args, signum, fifo: Path, home: Path):
         first_line = proc.stdout.readline()  # blocks until the first image is finished
         assert first_line, proc.stderr.read() if proc.poll() is not None else "no output"
         proc.send_signal(signum)
-        _release_fifo(fifo)  # a reader thread blocked on the pipe gets an end of file
-        rest, stderr = proc.communicate(timeout=180)
+        # The reader thread (now or later) gets an end of file, once it has opened the pipe.
+        with fed(fifo):
+            rest, stderr = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
             proc.kill()

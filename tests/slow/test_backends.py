@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime  # noqa: F401 - a hard dependency: a broken install fails here, it never skips
 import pytest
 
 from mspn_cli.runtime.lite_probe import lite_runs_here
@@ -24,8 +25,7 @@ M = mge.module
 
 TOLERANCE = 1e-4
 EXPORTED_BACKENDS = [
-    pytest.param("onnxruntime", marks=pytest.mark.skipif(
-        "onnxruntime" not in available_backends("cpu"), reason="onnxruntime is not installed")),
+    "onnxruntime",
     pytest.param("mge-lite", marks=requires_lite),
     pytest.param("openvino", marks=pytest.mark.skipif(
         "openvino" not in available_backends("cpu"), reason="openvino is not installed (optional)")),
@@ -223,7 +223,7 @@ samples = []
 for n in [4, 8, 4, 8, 6, 8, 4, 8, 8, 8]:  # ~19 MB activations, batch size changing
     backend.run(np.ones((n, 16, 192, 192), np.float32))
     samples.append(rss_mb())
-print(json.dumps(samples))
+print(json.dumps({"samples": samples, "activation_mb": 8 * 16 * 192 * 192 * 4 / 2**20}))
 """
 
 
@@ -239,9 +239,12 @@ def test_megengine_backend_memory_stays_flat_across_calls_and_batch_sizes():
     env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
     proc = subprocess.run([sys.executable, "-c", _HEAP_PROBE], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    samples = json.loads(proc.stdout.strip().splitlines()[-1])
+    probe = json.loads(proc.stdout.strip().splitlines()[-1])
+    samples = probe["samples"]
+    # The baseline is the probe's own RSS after its first calls; the bound is in units of the
+    # largest call's activations (~19 MB), so it does not depend on the machine's footprint.
     growth = max(samples[1:]) - samples[1]
-    assert growth < 150, f"RSS grew by {growth:.0f} MB over repeated calls: {samples}"
+    assert growth < 8 * probe["activation_mb"], f"RSS grew by {growth:.0f} MB over repeated calls: {samples}"
 
 
 # --------------------------------------------------------------------------- auto fallback
@@ -254,7 +257,6 @@ class CumulativeNet(M.Module):
         return F.cumsum(x, axis=1)
 
 
-@pytest.mark.skipif("onnxruntime" not in available_backends("cpu"), reason="onnxruntime is not installed")
 @requires_lite
 def test_auto_falls_back_when_the_fastest_backend_cannot_export(tmp_path, caplog):
     import logging

@@ -133,5 +133,7 @@ def test_local_workers_give_the_single_run_file(subset, mspn_weights, reference_
     results = folder / "workers.json"
     proc = run_mspn(*_real_args(subset, mspn_weights, results), "--workers", "2")
     assert proc.returncode == 0, proc.stderr
+    # Byte equality is sound: each worker inherits the parent's CPU set, so its onnxruntime
+    # session runs as many threads as the reference run's (runtime.base.usable_cpus).
     assert results.read_bytes() == reference_run[0].read_bytes()
     assert not list(folder.glob("workers.shard-*"))

@@ -7,8 +7,8 @@ import pytest
 
 from tests.conftest import assert_clean_error, requires_lite, run_mspn
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+import onnx
+import onnxruntime as ort
 
 from mspn_cli.export.verify import relative_error  # noqa: E402
 
@@ -87,17 +87,17 @@ def test_cli_export_mge_where_lite_cannot_run_asks_for_no_verify(tmp_path, detec
     from mspn_cli.runtime import lite_probe
 
     cache = lite_probe._cache_file()
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("MSPN_LITE_PROBE_DIR", str(tmp_path / "cache"))
     fake = lite_probe._cache_file()
     fake.parent.mkdir(parents=True)
     fake.write_text('{"runs": false, "detail": "test"}')
     assert fake != cache
     target = tmp_path / "det.mge"
     proc = run_mspn("export", "retinanet_res50_coco_3x_800size", "--format", "mge", "--weights", detector_weights,
-                    "-o", target, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+                    "-o", target, env={"MSPN_LITE_PROBE_DIR": str(tmp_path / "cache")})
     assert_clean_error(proc, code=2)
     assert "--no-verify" in proc.stderr and not target.exists()
     proc = run_mspn("export", "retinanet_res50_coco_3x_800size", "--format", "mge", "--weights", detector_weights,
-                    "-o", target, "--no-verify", "--input-size", "256,256", env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+                    "-o", target, "--no-verify", "--input-size", "256,256", env={"MSPN_LITE_PROBE_DIR": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr
     assert target.stat().st_size > 0

@@ -35,7 +35,6 @@ def _detection_like_entries():
 
 
 def test_fuzz_decode_image_bytes_raises_only_input_error():
-    pytest.importorskip("hypothesis")
     import cv2
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
@@ -68,7 +67,6 @@ def test_fuzz_decode_image_bytes_raises_only_input_error():
 
 
 def test_fuzz_parse_detections_raises_only_input_error():
-    pytest.importorskip("hypothesis")
     from hypothesis import HealthCheck, example, given, settings
 
     from mspn_cli.io.detections import parse_detections

@@ -8,7 +8,7 @@ import tempfile
 import numpy as np
 import pytest
 
-pytest.importorskip("onnxruntime")
+import onnxruntime  # noqa: F401 - a hard dependency: a broken install fails here, it never skips
 
 from tests.conftest import skip_module_without_megengine  # noqa: E402
 

@@ -14,7 +14,7 @@ from mspn_cli.config import load_detector_config, load_pose_config  # noqa: E402
 from mspn_cli.export.verify import relative_error  # noqa: E402
 from mspn_cli.runtime.onnxruntime_backend import open_session  # noqa: E402
 from mspn_cli.runtime.torch_backend import TorchBackend  # noqa: E402
-from mspn_cli.runtime.torch_network import attach_torch_backend, sealed_onnx_graph  # noqa: E402
+from mspn_cli.runtime.network import attach_backend, sealed_onnx_graph  # noqa: E402
 from tests.conftest import WEIGHTS_CACHE  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -62,7 +62,7 @@ def test_torch_cpu_matches_megengine(which, mspn_weights, detector_weights):
     model, _, _ = load_network(config.model.name, config.weights, str(weights), progress=False)
     batch = _inputs(which)
     expected = MegEngineBackend(model).run(batch)
-    backend, _, _ = attach_torch_backend(config, str(weights), "cpu", "fp32", progress=False)
+    backend, _, _ = attach_backend(config, "torch", str(weights), "cpu", progress=False, precision="fp32")
     for got, want in zip(backend.run(batch), expected):
         assert relative_error(got, want) <= TOLERANCE
 

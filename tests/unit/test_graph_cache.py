@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -130,11 +131,17 @@ def test_unchanged_file_is_not_hashed_again(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("how", ["rewrite_same_size", "replace_by_rename", "recently_written"])
-def test_weights_replaced_in_place_are_hashed_again(tmp_path, how):
+def test_weights_replaced_in_place_are_hashed_again(tmp_path, how, monkeypatch):
     weights = tmp_path / "w.pkl"
     weights.write_bytes(b"weights one")
     if how != "recently_written":
         settle(weights)
+    else:
+        # The first hash comes one second after the write, inside the racy window, whatever
+        # the machine's speed: the index's clock is pinned to the file's mtime + 1 s.
+        written_ns = weights.stat().st_mtime_ns
+        monkeypatch.setattr(checksum, "time", types.SimpleNamespace(time_ns=lambda: written_ns + 1_000_000_000))
+        assert 1_000_000_000 < checksum.RACY_WINDOW_NS
     index = DigestIndex(tmp_path / "home")
     old = index.sha256(weights)
     if how == "rewrite_same_size":

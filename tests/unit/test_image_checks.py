@@ -51,6 +51,14 @@ def test_cut_files_are_refused(kind, fraction):
     assert "--allow-truncated" in str(caught.value)
 
 
+@pytest.mark.parametrize("kind", ["baseline-jpeg", "progressive-jpeg", "jpeg-with-restart-markers"])
+def test_a_jpeg_cut_inside_its_scan_says_so(kind):
+    """The cut lands in the entropy-coded data after a start-of-scan: the phrase names it."""
+    data = _encoded(kind)
+    assert truncation_of(data[: len(data) // 2]) == \
+        "truncated JPEG: the file ends inside the image data (no end-of-image marker)"
+
+
 @pytest.mark.parametrize("kind", ENCODINGS)
 def test_complete_files_pass_even_with_trailing_bytes(kind):
     data = _encoded(kind)

@@ -124,3 +124,19 @@ def test_flip_doubles_the_batch_not_the_crops_held(counted_warps):
     persons_run = np.cumsum([0] + [size // 2 for size in backend.batch_sizes[:-1]])
     cut_at_call = np.asarray(backend.waiting) + np.cumsum([0] + backend.batch_sizes[:-1])
     assert (cut_at_call - persons_run).max() <= 8
+
+
+@pytest.mark.parametrize("streaming,expected", [(False, [4, 4, 3]), (True, [3, 4, 3, 1])])
+def test_persons_of_later_images_fill_the_batch_unless_streaming(streaming, expected):
+    """Files: persons of several images share a forward pass (11 persons, batch 4: 4, 4, 3).
+    A live source: each frame is run before the next is read, and a frame's batch does not
+    shrink the next frame's (3, 4, 3 and 1 persons: a batch of 4 for the second frame)."""
+    backend = CountingBackend([0])
+    estimator = PoseEstimator(backend=backend, batch_size=4, flip=False)
+    image = np.zeros((120, 100, 3), np.uint8)
+    counts = [3, 4, 3, 1]
+    items = [(index, image, Detections(np.tile([[10, 10, 60, 90]], (count, 1)), None))
+             for index, count in enumerate(counts)]
+    keys = [key for key, result in estimator.estimate_many(items, streaming=streaming)]
+    assert keys == [0, 1, 2, 3]
+    assert backend.batch_sizes == expected

@@ -9,7 +9,7 @@ import pytest
 from mspn_cli.pose.postprocess import average_flip, decode_heatmaps, instance_scores
 from mspn_cli.pose.postprocess import decode_heatmaps_to_crop
 from mspn_cli.pose.preprocess import crop_affine, crop_person, crop_persons, extend_box, normalize_image
-from mspn_cli.skeleton import FLIP_ORDER
+from tests.spec import FLIP_ORDER, MSPN_MEAN, MSPN_STD, official_find_keypoints, numpy1_scalar_promotion
 
 
 # ----------------------------------------------------------------- normalisation
@@ -20,9 +20,9 @@ def test_normalisation_applies_rgb_statistics_to_bgr_channels():
     out = normalize_image(image)
     assert out.dtype == np.float32
     # Channel 0 (blue) uses the *red* statistics 123.675 / 58.395: the weights' quirk.
-    assert out[0, 0, 0] == pytest.approx((200 - 123.675) / 58.395, abs=1e-6)
-    assert out[0, 0, 1] == pytest.approx((0 - 116.28) / 57.12, abs=1e-6)
-    assert out[0, 0, 2] == pytest.approx((10 - 103.53) / 57.375, abs=1e-6)
+    assert out[0, 0, 0] == pytest.approx((200 - MSPN_MEAN[0]) / MSPN_STD[0], abs=1e-6)
+    assert out[0, 0, 1] == pytest.approx((0 - MSPN_MEAN[1]) / MSPN_STD[1], abs=1e-6)
+    assert out[0, 0, 2] == pytest.approx((10 - MSPN_MEAN[2]) / MSPN_STD[2], abs=1e-6)
 
 
 # ----------------------------------------------------------------- box extension
@@ -36,6 +36,14 @@ def test_extend_box_tall_box_widens_to_aspect():
 def test_extend_box_wide_box_grows_height():
     ext = extend_box([0, 0, 300, 100])  # ew = 330 > 0.75 * 110 -> eh = 440
     np.testing.assert_allclose(ext, [150 - 165, 50 - 220, 150 + 165, 50 + 220], atol=1e-4)
+
+
+def test_extend_box_applies_each_axis_its_own_extension():
+    """The shipped x and y extensions are equal (0.1); a config may set them apart (§3.2)."""
+    ext = extend_box([0, 0, 300, 100], (0.3, 0.1), 0.75)  # ew = 390 > 0.75 * 110 -> eh = 520
+    np.testing.assert_allclose(ext, [150 - 195, 50 - 260, 150 + 195, 50 + 260], atol=1e-4)
+    ext = extend_box([0, 0, 100, 400], (0.1, 0.3), 0.75)  # eh = 520, ew = 110 <= 390 -> ew = 390
+    np.testing.assert_allclose(ext, [50 - 195, 200 - 260, 50 + 195, 200 + 260], atol=1e-4)
 
 
 def test_extend_box_batch_and_aspect_exact():
@@ -105,30 +113,6 @@ def _gaussian(h=64, w=48, cx=20.0, cy=30.0, sigma=2.0, peak=255.0):
     return (peak * np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma**2))).astype(np.float32)
 
 
-def _reference_decode_one(hm):
-    """A literal, loop-by-loop transcription of the spec's §4.2 pseudocode for one joint."""
-    prob = hm / 255 + 1
-    padded = np.zeros((84, 68), np.float32)
-    padded[10:74, 10:58] = hm
-    padded = cv2.GaussianBlur(padded, (17, 17), 0)
-    yp, xp = np.unravel_index(np.argmax(padded), padded.shape)
-    y, x = yp - 10, xp - 10
-    padded[y, x] = 0
-    x, y = float(x), float(y)
-    for delta in (0.35, 0.15, 0.05):
-        qy, qx = np.unravel_index(np.argmax(padded), padded.shape)
-        padded[qy, qx] = 0
-        dy, dx = qy - 10 - y, qx - 10 - x
-        length = np.sqrt(dx * dx + dy * dy)
-        if length > 1e-3:
-            x += delta * dx / length
-            y += delta * dy / length
-    x = max(0.0, min(x, 47.0))
-    y = max(0.0, min(y, 63.0))
-    score = prob[int(round(y)), int(round(x))]
-    return x, y, score
-
-
 def _maps_zoo():
     rng = np.random.default_rng(7)
     zoo = [
@@ -154,8 +138,10 @@ def test_decoder_matches_literal_spec_transcription_on_edge_cases():
     for index, hm in enumerate(zoo):
         maps[0, index] = hm
     xy, scores = decode_heatmaps_to_crop(maps)
+    with numpy1_scalar_promotion():
+        expected = official_find_keypoints(maps[0])  # heatmap pixels: no box given
     for index, hm in enumerate(zoo):
-        x, y, score = _reference_decode_one(hm)
+        x, y, score = expected[index]
         assert xy[0, index, 0] == pytest.approx(x, abs=1e-9), index
         assert xy[0, index, 1] == pytest.approx(y, abs=1e-9), index
         assert scores[0, index] == pytest.approx(score, abs=1e-6), index

@@ -260,3 +260,48 @@ def test_iou_and_oks_basics():
     invisible = keypoints.copy()
     invisible[:, 2] = 0
     assert np.isnan(keypoint_similarity(keypoints[None], box[None], invisible[None])[0, 0])
+
+
+def test_kalman_prediction_over_a_gap_is_the_constant_velocity_model():
+    """predict(f) is P' = F P F^T + Q with F = [[1, f], [0, 1]] per coordinate (noise scaled by
+    the box height, integrated over f frames), computed here by hand from the 2x2 blocks."""
+    from mspn_cli.config import KalmanSettings
+    from mspn_cli.tracking.kalman import BoxKalmanFilter
+
+    settings = KalmanSettings(position_noise=0.05, velocity_noise=0.01, measurement_noise=0.1)
+    kf = BoxKalmanFilter(np.array([100.0, 200.0, 40.0, 120.0]), settings)
+    kf.velocity = np.array([2.0, -1.0, 0.0, 0.0])
+    kf.covariance = np.array([0.5, 0.25, 0.0, 0.0])
+    p, c, v = kf.var_position.copy(), kf.covariance.copy(), kf.var_velocity.copy()
+    frames, height = 3.0, 120.0
+    kf.predict(frames)
+    np.testing.assert_allclose(kf.position, [106.0, 197.0, 40.0, 120.0])
+    np.testing.assert_allclose(kf.var_position, p + 2 * frames * c + frames ** 2 * v + (0.05 * height) ** 2 * frames)
+    np.testing.assert_allclose(kf.covariance, c + frames * v)
+    np.testing.assert_allclose(kf.var_velocity, v + (0.01 * height) ** 2 * frames)
+
+
+def test_box_geometry_of_degenerate_boxes_and_unsure_joints():
+    from mspn_cli.tracking.geometry import box_area, boxes_from_keypoints
+
+    # A zero-width box has no area and overlaps nothing, however tall it is.
+    np.testing.assert_array_equal(box_area(np.array([[5.0, 5.0, 5.0, 50.0], [0.0, 0.0, 0.5, 10.0]])), [0.0, 5.0])
+    assert box_iou(np.array([[5.0, 5.0, 5.0, 50.0]]), np.array([[0.0, 0.0, 10.0, 60.0]]))[0, 0] == 0.0
+    # The box of a pose is that of its joints with a positive score, whatever the score's scale.
+    pose = np.zeros((1, 17, 3))
+    pose[0, :, :2] = [[100.0 + k, 200.0 + 2 * k] for k in range(17)]
+    pose[0, :, 2] = -1.0
+    pose[0, 3, 2] = pose[0, 9, 2] = 0.5  # confidence below 1: still a positive score
+    np.testing.assert_array_equal(boxes_from_keypoints(pose), [[103.0, 206.0, 109.0, 218.0]])
+
+
+def test_a_pose_scored_exactly_high_score_is_matched_once_as_a_high_pose():
+    """The two passes split poses at high_score: one exactly at it belongs to the first pass only.
+    Two people side by side, then one pose between them at exactly high_score: it keeps the id of
+    the person it overlaps most, and the other track does not take it in the low-score pass."""
+    settings = load_tracking_config().tracking
+    people = lambda frame: ([(1, 300.0, 300.0, 200.0, 0.9), (2, 306.0, 300.0, 200.0, 0.9)] if frame == 0
+                            else [(1, 301.0, 300.0, 200.0, settings.high_score)])
+    history = run(people, frames=2)
+    first_ids = dict(history[0])
+    assert history[1] == [(1, first_ids[1])], history

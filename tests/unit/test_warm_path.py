@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("onnxruntime")
-onnx = pytest.importorskip("onnx")
+import onnx
+import onnxruntime  # noqa: F401 - a hard dependency: a broken install fails here, it never skips
 
 from mspn_cli.config import load_detector_config, load_pose_config  # noqa: E402
 from mspn_cli.export.cache import GraphCache, graph_key_fields  # noqa: E402

@@ -5,16 +5,19 @@ from __future__ import annotations
 import importlib
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
+import typer.core
 
 from mspn_cli import __version__
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 all inputs processed; 1 some inputs failed, the rest were processed; "
     "2 usage error; 3 input error (nothing could be processed); 4 weights or model unavailable; "
-    "5 invalid config; 130 interrupted (Ctrl-C), after flushing finished results."
+    "5 invalid config; 6 doctor found a missing or incompatible requirement; "
+    "70 internal error (a bug, or a graph the exporter cannot convert; MSPN_DEBUG=1 shows the traceback); "
+    "130 interrupted (Ctrl-C), 143 stopped by SIGTERM, 129 by SIGHUP, each after flushing finished results."
 )
 
 app = typer.Typer(
@@ -50,6 +53,20 @@ for _module in _COMMAND_MODULES:
             raise
 
 
+def _use_panelled_commands(typer_app: typer.Typer) -> None:
+    """Every command groups the options of its --help in panels (cli/help_panels.py)."""
+    from mspn_cli.cli.help_panels import PanelledCommand
+
+    for info in typer_app.registered_commands:
+        if info.cls is None or info.cls is typer.core.TyperCommand:
+            info.cls = PanelledCommand
+    for group in typer_app.registered_groups:
+        _use_panelled_commands(group.typer_instance)
+
+
+_use_panelled_commands(app)
+
+
 def _version_callback(value: bool) -> None:
     if value:
         typer.echo(f"mspn-cli {__version__}")
@@ -61,7 +78,7 @@ def _root(
     version: Optional[bool] = typer.Option(
         None, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
     ),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log lines on stderr (-v info, -vv debug)."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log lines on stderr (-v info, -vv debug); also accepted after the command."),
     log_file: Optional[Path] = typer.Option(None, "--log-file", help="Also append debug-level logs to this file."),
 ) -> None:
     """Multi-person pose estimation (RetinaNet + MSPN on MegEngine)."""
@@ -94,8 +111,33 @@ def _configure_logging(verbose: int, log_file: Optional[Path]) -> None:
         logger.addHandler(file_handler)
 
 
+_VERBOSE_FLAGS = ("--verbose", "-v", "-vv", "-vvv")
+_ROOT_OPTIONS_WITH_VALUE = ("--log-file",)
+
+
+def verbose_flags_first(argv: List[str]) -> List[str]:
+    """`mspn keypoints x.jpg -v` as `mspn -v keypoints x.jpg`: -v is the app's option, and a
+    user puts it where the other options go. Only the exact flags move, and none after `--`."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    command_at, index = None, 0
+    while index < end and command_at is None:
+        if argv[index] in _ROOT_OPTIONS_WITH_VALUE:
+            index += 2
+            continue
+        if not argv[index].startswith("-"):
+            command_at = index
+        index += 1
+    if command_at is None:
+        return list(argv)
+    moved = [arg for arg in argv[command_at + 1:end] if arg in _VERBOSE_FLAGS]
+    rest = [arg for arg in argv[command_at + 1:end] if arg not in _VERBOSE_FLAGS]
+    return [*argv[:command_at], *moved, argv[command_at], *rest, *argv[end:]]
+
+
 def main() -> None:
+    import sys
+
     from mspn_cli.cli.common import install_stop_signals
 
     install_stop_signals()
-    app()
+    app(args=verbose_flags_first(sys.argv[1:]))

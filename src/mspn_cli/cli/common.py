@@ -51,8 +51,10 @@ def guarded(command: F) -> F:
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback
-            if os.environ.get("MSPN_DEBUG"):
-                raise
+            if os.environ.get("MSPN_DEBUG"):  # the traceback for the report, and still exit 70
+                import traceback
+
+                traceback.print_exc()
             fail(f"internal error ({type(exc).__name__}: {exc}); set MSPN_DEBUG=1 for a traceback and please report it")
             raise typer.Exit(EXIT_INTERNAL) from None
 

@@ -249,3 +249,35 @@ def with_engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def optional_path(value: Optional[Path]) -> Optional[str]:
     return None if value is None else str(value)
+
+
+# -- --help panels ------------------------------------------------------------------
+# Every option of a command is listed under one heading in --help (cli/help_panels.py).
+# Keyed by option name, so an option declared anywhere (a command's own -o, a new option)
+# joins a panel by being named here; the networks' options (SETTINGS_OPTIONS) need no entry.
+PANEL_INPUTS_OUTPUTS = "Inputs and outputs"
+PANEL_NETWORKS = "Networks"
+PANEL_VIDEO = "Video"
+PANEL_SCALE_OUT = "Scale-out"
+PANEL_OTHER = "Other options"
+HELP_PANELS = {
+    PANEL_INPUTS_OUTPUTS: ("--boxes", "--recursive", "--fail-fast", "--allow-truncated", "--ann", "--dets", "--images",
+                           "--output", "--json", "--jsonl", "--vis", "--results", "--overwrite", "--quiet", "--summary",
+                           "--kpt-thr", "--radius", "--thickness", "--format", "--input-size", "--batch", "--verify",
+                           "--labels", "--csv", "--coco-root", "--keypoints", "--image-id", "--no-boxes"),
+    PANEL_NETWORKS: ("--model",),
+    PANEL_VIDEO: ("--every", "--track", "--track-buffer", "--smooth", "--det-every", "--max-frames", "--fourcc",
+                  "--tracking-config", "--fill-gaps"),
+    PANEL_SCALE_OUT: ("--resume", "--shard", "--workers", "--engine", "--ray-address", "--actors", "--actor-cpus",
+                      "--actor-gpus"),
+}
+PANEL_ORDER = (PANEL_INPUTS_OUTPUTS, PANEL_NETWORKS, PANEL_VIDEO, PANEL_SCALE_OUT, PANEL_OTHER)
+_NETWORK_PARAMETERS = {name for group in SETTINGS_OPTIONS.values() for name, _, _ in group}
+
+
+def help_panel(parameter_name: str, option_names) -> str:
+    """The --help heading of an option, by its names (e.g. ('-o', '--output'))."""
+    for panel, listed in HELP_PANELS.items():
+        if any(name in listed for name in option_names):
+            return panel
+    return PANEL_NETWORKS if parameter_name in _NETWORK_PARAMETERS else PANEL_OTHER

@@ -196,6 +196,11 @@ class RayEngine:
             # actor sat idle. A free actor now takes the next block, in task order.
             compute=ray.data.ActorPoolStrategy(size=self._actor_count(actor_cpus), max_tasks_in_flight_per_actor=1),
             num_cpus=actor_cpus,
+            # No actor restarts. Ray Data keeps the actors' constructor arguments in the object
+            # store, where a restart may not find them (Ray's core worker says so in an `E` line
+            # on every run when restarts are on, ray-project/ray#53727). An actor that dies fails
+            # the run in one line instead, and rerunning the command resumes from the checkpoint.
+            max_restarts=0,
             # Ray sets each actor's CUDA_VISIBLE_DEVICES to its own GPU(s), so --device cuda is that GPU there.
             **({"num_gpus": self.options.actor_gpus} if self.options.actor_gpus else {}),
             batch_format="numpy",

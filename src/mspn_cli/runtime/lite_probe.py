@@ -3,10 +3,12 @@
 MegEngine Lite 1.13's JIT fails on some CPUs ("bad err=45 in Xbyak::Error", seen on
 AMD EPYC Zen 4) and the process then hangs or aborts inside `forward`. That cannot be
 caught in-process, so a child runs a tiny graph; its verdict is cached per CPU model and
-MegEngine version in the per-user cache, so the probe costs a few seconds once.
+MegEngine version in the package's cache ($MSPN_LITE_PROBE_DIR, else $MSPN_HOME, else the
+per-user cache), so the probe costs a few seconds once.
 
-Run as `python -m mspn_cli.runtime.lite_probe` it is that child: it prints "ok" and
-exits 0 when a Lite forward works.
+The child is `python -m mspn_cli.runtime.lite_probe_child`: it prints OK_LINE and exits 0
+when a Lite forward works. It is a module of its own because it needs the Lite backend,
+which asks this module for the verdict: one direction each, no import circle.
 """
 
 from __future__ import annotations
@@ -49,7 +51,11 @@ def _cache_file() -> Path:
         mge_version = version("megengine")
     except Exception:  # noqa: BLE001 - no metadata: still cache per CPU
         mge_version = "unknown"
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mspn-cli"
+    # $MSPN_LITE_PROBE_DIR (the test suite keeps its verdicts apart from the user's), else
+    # $MSPN_HOME, which holds everything else the package caches, else the per-user cache.
+    configured = os.environ.get("MSPN_LITE_PROBE_DIR") or os.environ.get("MSPN_HOME")
+    base = Path(configured).expanduser() if configured else Path(
+        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mspn-cli"
     return base / f"lite-probe-{mge_version}-{_cpu_identity()}.json"
 
 
@@ -68,7 +74,7 @@ def lite_verdict() -> Tuple[bool, str]:
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
     try:
-        proc = subprocess.run([sys.executable, "-m", "mspn_cli.runtime.lite_probe"], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-m", "mspn_cli.runtime.lite_probe_child"], capture_output=True, text=True,
                               timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL)
         runs = proc.returncode == 0 and OK_LINE in proc.stdout and "Xbyak" not in proc.stderr
         detail = "" if runs else (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[0][:200]
@@ -84,36 +90,3 @@ def lite_verdict() -> Tuple[bool, str]:
     except Exception:  # noqa: BLE001 - an unwritable cache only means probing again next time
         pass
     return runs, detail
-
-
-def _probe() -> int:
-    import numpy as np
-
-    from mspn_cli._mge import import_megengine
-    from mspn_cli.export.mge import export_mge_bytes
-    from mspn_cli.runtime.lite_backend import load_lite_network
-
-    mge = import_megengine()
-
-    class Tiny(mge.module.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = mge.module.Conv2d(3, 8, 3, padding=1)
-            self.bn = mge.module.BatchNorm2d(8)
-
-        def forward(self, x):
-            return mge.functional.relu(self.bn(self.conv(x)))
-
-    model = Tiny()
-    model.eval()
-    graph = export_mge_bytes(model, np.zeros((1, 3, 16, 16), np.float32))
-    runner = load_lite_network(graph.data, threads=1)
-    out = runner.run(np.ones((2, 3, 16, 16), np.float32))[0]
-    if out.shape != (2, 8, 16, 16) or not np.isfinite(out).all():
-        return 1
-    print(OK_LINE, flush=True)
-    os._exit(0)  # skip MegEngine's own finalisers: the verdict is given
-
-
-if __name__ == "__main__":
-    sys.exit(_probe())

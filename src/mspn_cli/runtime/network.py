@@ -12,59 +12,17 @@ from pathlib import Path
 from typing import Any, Optional, Tuple, Union
 
 from mspn_cli.errors import UsageError, first_line
-from mspn_cli.weights.download import DownloadProgress, LoggedProgress
+
+# Re-exported: callers load networks and name their graphs through this module.
+from mspn_cli.runtime.network_loading import (  # noqa: F401
+    ProgressArg,
+    download_progress_of,
+    graph_key_extra,
+    input_spec_of,
+    load_network,
+)
 
 log = logging.getLogger(__name__)
-
-ProgressArg = Union[bool, DownloadProgress, None]
-
-
-def download_progress_of(progress: ProgressArg) -> Optional[DownloadProgress]:
-    """`True` -> one logged line per download, `False`/None -> nothing, a callback -> itself."""
-    if isinstance(progress, DownloadProgress):
-        return progress
-    return LoggedProgress() if progress else None
-
-
-def load_network(model_name: str, weights_config, weights: Optional[str], progress: ProgressArg = True, device: str = "cpu"):
-    """Build a network and load weights into it strictly. Returns (model, weights path, sha256)."""
-    from mspn_cli.models import build_model
-    from mspn_cli.runtime.megengine_backend import use_device
-    from mspn_cli.weights import load_checkpoint, load_weights_into, resolve_weights, verified_sha256
-
-    started = time.perf_counter()
-    path = resolve_weights(weights, weights_config, progress=download_progress_of(progress))
-    sha256 = verified_sha256(path, weights_config)  # a pinned sha256 holds for any file loaded
-    use_device(device)
-    model = build_model(model_name)
-    load_weights_into(model, load_checkpoint(path), str(path))
-    log.info("%s: weights %s (sha256 %s) loaded in %.1f s", model_name, path, sha256[:12], time.perf_counter() - started)
-    return model, path, sha256
-
-
-def input_spec_of(config):
-    """The input spec a configured network is exported with (the caller declares it, not the model).
-
-    MSPN: N crops of the config's input size. The detector accepts any N x 3 x H x W; it
-    is traced on a small non-square image (every pyramid level at least 2 cells, so a
-    swapped H/W shows up in verification) to keep first use quick.
-    """
-    from mspn_cli.config import PoseConfig
-    from mspn_cli.export.specs import InputSpec
-
-    if isinstance(config, PoseConfig):
-        height, width = config.model.input_size
-        return InputSpec.make((1, 3, int(height), int(width)), {0: "N"})
-    height = 2 * max(config.anchors.strides)
-    width = height + 2 * config.preprocess.size_divisor
-    return InputSpec.make((1, 3, height, width), {0: "N", 2: "H", 3: "W"})
-
-
-def graph_key_extra(config) -> dict:
-    """Config values that shape the exported graph, beyond the weights and the input spec."""
-    import dataclasses
-
-    return {"model_config": dataclasses.asdict(config.model)}
 
 
 def _sealed_graph_path(config, weights_sha256: str):
@@ -199,6 +157,15 @@ def _graph_from_template(config, weights_path, weights_sha256: str):
     return graph_from_template(config.model.name, fields, weights_path, cache)
 
 
+def sealed_onnx_graph(config, weights: Optional[str], progress: ProgressArg) -> Tuple[Path, Path, str]:
+    """(graph path, weights path, weights sha256): `onnx_graph_path` for a weights argument as commands take it."""
+    from mspn_cli.weights import resolve_weights, verified_sha256
+
+    weights_path = resolve_weights(weights, config.weights, progress=download_progress_of(progress))
+    weights_sha256 = verified_sha256(weights_path, config.weights)
+    return onnx_graph_path(config, weights_path, weights_sha256, progress), weights_path, weights_sha256
+
+
 def _template_onnxruntime_backend(config, weights_path, weights_sha256: str, device: str):
     """The onnxruntime backend on the graph filled from the packaged template (cold path, no
     MegEngine), or None when no template fits `config`."""
@@ -242,11 +209,13 @@ def attach_backend(
     from mspn_cli.runtime.base import require_backend_runtime
     from mspn_cli.weights import resolve_weights, verified_sha256
 
-    from mspn_cli.runtime.torch_network import attach_torch_backend, uses_torch
+    from mspn_cli.runtime.torch_network import attach_torch_backend, check_torch_device, uses_torch
 
     require_backend_runtime(backend, device)  # a backend that needs MegEngine where it is absent: one line, now
     if uses_torch(backend, device):  # --backend torch, or auto on --device cuda[:N]
-        return attach_torch_backend(config, weights, device, precision, progress)
+        check_torch_device(device, precision)  # before any weights are read or graphs built
+        graph_path, weights_path, weights_sha256 = sealed_onnx_graph(config, weights, progress)
+        return attach_torch_backend(config, graph_path, device, precision), weights_path, weights_sha256
     name = config.model.name
     started = time.perf_counter()
     backend = backend_for_precision(backend, precision)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Tuple
+from typing import Any
 
 from mspn_cli.errors import ExportError
 from mspn_cli.runtime.base import register_backend
@@ -20,7 +20,7 @@ from mspn_cli.runtime.torch_backend import TorchBackend, check_torch_device, tor
 
 log = logging.getLogger(__name__)
 
-__all__ = ["attach_torch_backend", "sealed_onnx_graph", "uses_torch"]
+__all__ = ["attach_torch_backend", "uses_torch"]
 
 
 def uses_torch(backend: Any, device: str) -> bool:
@@ -28,29 +28,13 @@ def uses_torch(backend: Any, device: str) -> bool:
     return backend == "torch" or (backend == "auto" and is_cuda_device(device))
 
 
-def sealed_onnx_graph(config, weights, progress) -> Tuple[Path, Path, str]:
-    """(graph path, weights path, weights sha256): the sealed ONNX graph of `config` + `weights`.
-
-    From the graph cache, else filled once from the packaged template (no MegEngine):
-    `runtime.network.onnx_graph_path`, the graph every ONNX backend runs.
-    """
-    from mspn_cli.runtime.network import download_progress_of, onnx_graph_path
-    from mspn_cli.weights import resolve_weights, verified_sha256
-
-    weights_path = resolve_weights(weights, config.weights, progress=download_progress_of(progress))
-    weights_sha256 = verified_sha256(weights_path, config.weights)
-    return onnx_graph_path(config, weights_path, weights_sha256, progress), weights_path, weights_sha256
-
-
-def attach_torch_backend(config, weights, device: str, precision: str, progress) -> Tuple[TorchBackend, Path, str]:
-    """(backend, weights path, weights sha256) for `config`'s network on `device` in PyTorch."""
-    check_torch_device(device, precision)  # before any weights are read or graphs exported
+def attach_torch_backend(config, graph_path: Path, device: str, precision: str) -> TorchBackend:
+    """`config`'s network from its sealed ONNX graph, on `device` in PyTorch (the caller checked the device)."""
     started = time.perf_counter()
-    graph_path, weights_path, weights_sha256 = sealed_onnx_graph(config, weights, progress)
     backend = TorchBackend(graph_path, device=device, precision=precision)
     log.info("%s: torch backend on %s (%s) ready in %.1f s", config.model.name, backend.device_name, precision,
              time.perf_counter() - started)
-    return backend, weights_path, weights_sha256
+    return backend
 
 
 def _torch_backend_for_model(model, device: str = "cpu", precision: str = "fp32", **options) -> TorchBackend:
