@@ -304,12 +304,14 @@ def score_candidates(
     for (level, level_offsets), mask in zip(levels, masks):
         channels, height, width = level.shape
         per_location = channels // num_classes
-        channel, y, x = np.nonzero(mask)
+        flat = np.flatnonzero(mask)  # one index per hit: far cheaper than nonzero()'s three
+        channel, cell = np.divmod(flat, height * width)
         anchor_in_cell, class_id = np.divmod(channel, num_classes)
         classes.append(class_id)
-        anchors.append(first_anchor + (y * width + x) * per_location + anchor_in_cell)
-        values.append(level[channel, y, x])
-        deltas.append(np.stack([level_offsets[anchor_in_cell * 4 + j, y, x] for j in range(4)], axis=1))
+        anchors.append(first_anchor + cell * per_location + anchor_in_cell)
+        values.append(level.reshape(-1)[flat])
+        offsets_flat = level_offsets.reshape(-1)
+        deltas.append(np.stack([offsets_flat[(anchor_in_cell * 4 + j) * height * width + cell] for j in range(4)], axis=1))
         first_anchor += height * width * per_location
     if not classes:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, 4), np.float32)
