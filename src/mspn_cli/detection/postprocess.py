@@ -8,7 +8,7 @@ NMS/cap ordering rules are the official ones, ties included.
 from __future__ import annotations
 
 import functools
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -225,27 +225,30 @@ def postprocess_detections(
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     if scores.ndim != 2 or scores.shape[0] != boxes.shape[0]:
         raise InputError(f"scores {scores.shape} do not match boxes {boxes.shape}")
-    scores_by_class = scores.T  # class-major: nonzero() lists each class's anchors in increasing order
-    class_ids, anchor_ids = np.nonzero(scores_by_class > score_thr)
-    return _nms_per_class(class_ids, scores_by_class[class_ids, anchor_ids], boxes[anchor_ids], nms_thr, max_dets)
+    scores_by_class = np.ascontiguousarray(scores.T)  # column scans would stride over all classes
+
+    def classes() -> Iterator[Tuple[int, np.ndarray, np.ndarray]]:
+        for class_index, column in enumerate(scores_by_class):
+            candidates = np.flatnonzero(column > score_thr)
+            if candidates.size:
+                yield class_index, column[candidates], boxes[candidates]
+
+    return _nms_per_class(classes(), nms_thr, max_dets)
 
 
-def _nms_per_class(class_ids: np.ndarray, scores: np.ndarray, boxes: np.ndarray, nms_thr: float, max_dets: int) -> np.ndarray:
-    """Per-class NMS and the global cap over candidates sorted by (class, anchor index).
+def _nms_per_class(classes: Iterable[Tuple[int, np.ndarray, np.ndarray]], nms_thr: float, max_dets: int) -> np.ndarray:
+    """Per-class NMS and the global cap over (class index, scores, boxes), classes in increasing order.
 
-    The candidates of one class are in increasing anchor order, as a column scan lists
+    Each class's candidates must be in increasing anchor order, as a column scan lists
     them: NMS visits them by `argsort`, whose order among equal scores depends on it.
     """
     rows = []
-    starts = np.flatnonzero(np.diff(class_ids, prepend=-1)) if class_ids.size else np.zeros(0, np.int64)
-    for start, stop in zip(starts, list(starts[1:]) + [class_ids.size]):
-        class_scores = scores[start:stop]
-        class_boxes = boxes[start:stop]
+    for class_index, class_scores, class_boxes in classes:
         keep = nms(class_boxes, class_scores, nms_thr, max_keep=max_dets)
         block = np.empty((keep.size, 6), dtype=np.float32)
         block[:, :4] = class_boxes[keep]
         block[:, 4] = class_scores[keep]
-        block[:, 5] = class_ids[start]
+        block[:, 5] = class_index
         rows.append(block)
     if not rows:
         return np.zeros(EMPTY_DETECTIONS_SHAPE, dtype=np.float32)
@@ -370,7 +373,9 @@ def detections_for_image(
         return postprocess_detections(scores, boxes, post_config.score_thr, post_config.nms_thr, post_config.max_dets)
     class_ids, anchor_ids, scores, deltas = found
     boxes = map_boxes_to_image(decode_boxes(anchors[anchor_ids], deltas), im_info)
-    return _nms_per_class(class_ids, scores, boxes, post_config.nms_thr, post_config.max_dets)
+    bounds = np.searchsorted(class_ids, np.arange(num_classes + 1))  # class_ids are sorted
+    classes = ((c, scores[bounds[c]:bounds[c + 1]], boxes[bounds[c]:bounds[c + 1]]) for c in range(num_classes) if bounds[c + 1] > bounds[c])
+    return _nms_per_class(classes, post_config.nms_thr, post_config.max_dets)
 
 
 __all__ = [
