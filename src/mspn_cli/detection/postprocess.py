@@ -297,7 +297,7 @@ def score_candidates(
         level, level_offsets = _one_image(level, image_index), _one_image(level_offsets, image_index)
         channels, height, width = level.shape
         if channels % num_classes or level_offsets.shape != (channels * 4 // num_classes, height, width):
-            raise InputError(f"head outputs of {channels} and {level_offsets.shape[0]} channels do not match {num_classes} classes")
+            raise InputError(f"head outputs of shapes {level.shape} and {level_offsets.shape} do not match {num_classes} classes")
         levels.append((level, level_offsets))
         masks.append(level > bound if bound > -np.inf else ~np.isnan(level))
     if sum(int(np.count_nonzero(mask)) for mask in masks) > max_share * sum(mask.size for mask in masks):
@@ -374,7 +374,8 @@ def detections_for_image(
     class_ids, anchor_ids, scores, deltas = found
     boxes = map_boxes_to_image(decode_boxes(anchors[anchor_ids], deltas), im_info)
     bounds = np.searchsorted(class_ids, np.arange(num_classes + 1))  # class_ids are sorted
-    classes = ((c, scores[bounds[c]:bounds[c + 1]], boxes[bounds[c]:bounds[c + 1]]) for c in range(num_classes) if bounds[c + 1] > bounds[c])
+    classes = ((c, scores[bounds[c]:bounds[c + 1]], boxes[bounds[c]:bounds[c + 1]])
+               for c in range(num_classes) if bounds[c + 1] > bounds[c])
     return _nms_per_class(classes, post_config.nms_thr, post_config.max_dets)
 
 
