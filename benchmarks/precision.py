@@ -10,7 +10,8 @@ reported as refused, with the reason). Uses the seeded random weights of the tes
   * ceilings: numpy sgemm (f32) and a 2048^3 MatMul compiled by OpenVINO in f32 and bf16;
   * MSPN ms per person (flip: 2 crops) at --persons per forward: onnxruntime f32,
     OpenVINO f32, OpenVINO bf16, on real crops from the COCO sample;
-  * RetinaNet ms per image at 800 px: the same three, and its pre- and post-processing;
+  * RetinaNet ms per image at 800 px: the same three, and its pre- and post-processing, the
+    latter also on a detector with trained-like scores (video_det_every.tail_scores_detector);
   * accuracy of bf16 (seeded weights): per-map error relative to the map's range, peak
     agreement where the f32 peak stands out, keypoint displacement in image pixels on
     the COCO sample's recorded boxes (PoseEstimator, f32 vs bf16, same crops);
@@ -129,6 +130,17 @@ def main() -> None:
     post_s = best_of(lambda: detections_for_image(outputs[:levels], outputs[levels:], infos[0], det_config.anchors,
                                                   det_config.postprocess, num_classes=det_config.model.num_classes), args.repeats)
     figures["detector_pre_ms"], figures["detector_post_ms"] = 1000 * pre_s, 1000 * post_s
+    # A random detector scores nearly every (anchor, class) above 0.05, a trained one nearly
+    # none: post-processing again on the outputs of one with trained-like scores (fp32 only).
+    from video_det_every import tail_scores_detector
+
+    tail = PersonDetector(det_config, str(tail_scores_detector(Path(det_weights), args.cache_dir)), backend="openvino")
+    tail_outputs = tail.backend.run(det_batch)
+    tail_post = lambda: detections_for_image(tail_outputs[:levels], tail_outputs[levels:], infos[0], det_config.anchors,  # noqa: E731
+                                             det_config.postprocess, num_classes=det_config.model.num_classes)
+    figures["detector_post_tail_ms"] = 1000 * best_of(tail_post, args.repeats)
+    figures["detector_tail_detections"] = int(len(tail_post()))
+    figures["detector_tail_candidate_share"] = float(np.mean([np.mean(level > np.log(0.05 / 0.95)) for level in tail_outputs[:levels]]))
 
     # The pipeline around MSPN (estimator over the sample's images and boxes) vs the bare backend.
     from mspn_cli.detection.result import Detections

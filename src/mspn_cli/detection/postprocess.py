@@ -8,7 +8,7 @@ NMS/cap ordering rules are the official ones, ties included.
 from __future__ import annotations
 
 import functools
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -21,6 +21,11 @@ IOU_DENOMINATOR_FLOOR = 1e-5
 ImInfo = Tuple[int, int, int, int]
 
 EMPTY_DETECTIONS_SHAPE = (0, 6)
+
+# Above this share of (anchor, class) logits over the score bound, gathering candidates one
+# by one costs more than scoring every anchor. A trained RetinaNet (focal-loss prior: class
+# biases near -4.6) puts few above it, a random one nearly all. Both ways give the same bits.
+SPARSE_SHARE = 0.1
 
 
 def _anchor_shapes(base_size: float, scales: Sequence[float], ratios: Sequence[float]) -> np.ndarray:
@@ -220,14 +225,25 @@ def postprocess_detections(
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     if scores.ndim != 2 or scores.shape[0] != boxes.shape[0]:
         raise InputError(f"scores {scores.shape} do not match boxes {boxes.shape}")
-    rows = []
     scores_by_class = np.ascontiguousarray(scores.T)  # column scans would stride over all classes
-    for class_index, column in enumerate(scores_by_class):
-        candidates = np.flatnonzero(column > score_thr)
-        if candidates.size == 0:
-            continue
-        class_scores = column[candidates]
-        class_boxes = boxes[candidates]
+
+    def classes() -> Iterator[Tuple[int, np.ndarray, np.ndarray]]:
+        for class_index, column in enumerate(scores_by_class):
+            candidates = np.flatnonzero(column > score_thr)
+            if candidates.size:
+                yield class_index, column[candidates], boxes[candidates]
+
+    return _nms_per_class(classes(), nms_thr, max_dets)
+
+
+def _nms_per_class(classes: Iterable[Tuple[int, np.ndarray, np.ndarray]], nms_thr: float, max_dets: int) -> np.ndarray:
+    """Per-class NMS and the global cap over (class index, scores, boxes), classes in increasing order.
+
+    Each class's candidates must be in increasing anchor order, as a column scan lists
+    them: NMS visits them by `argsort`, whose order among equal scores depends on it.
+    """
+    rows = []
+    for class_index, class_scores, class_boxes in classes:
         keep = nms(class_boxes, class_scores, nms_thr, max_keep=max_dets)
         block = np.empty((keep.size, 6), dtype=np.float32)
         block[:, :4] = class_boxes[keep]
@@ -241,6 +257,74 @@ def postprocess_detections(
         order = np.argsort(-detections[:, 4], kind="stable")
         detections = detections[order[:max_dets]]
     return detections
+
+
+def _logit_bound(score_thr: float) -> float:
+    """A logit below which no sigmoid score can exceed `score_thr`, with room for rounding.
+
+    The float32 sigmoid is off from the exact one by a few units in the last place
+    (~1e-7 relative); 0.01 below the exact logit leaves a score ~0.05% below the
+    threshold, far more than that. Outside (0, 1) every logit is a candidate.
+    """
+    if not 0.0 < score_thr < 1.0:
+        return -np.inf
+    return float(np.log(score_thr / (1.0 - score_thr))) - 0.01
+
+
+def score_candidates(
+    logits: Sequence[np.ndarray],
+    offsets: Sequence[np.ndarray],
+    score_thr: float,
+    num_classes: int = 80,
+    image_index: int = 0,
+    max_share: float = 1.0,
+) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """The (class, anchor) pairs scoring above `score_thr`, without scoring every anchor.
+
+    Returns (class_ids, anchor_ids, scores, deltas), sorted by class then anchor index
+    (the order of `flatten_head_outputs` scanned class by class), with the same float32
+    sigmoid scores bit for bit: the sigmoid is elementwise, so only the logits above a
+    safe bound (`_logit_bound`) need it. Each level is read in its C x h x w layout,
+    so the 80-channel maps are never transposed. A trained detector puts few logits
+    above the bound; when more than `max_share` of them are (a random network), this
+    returns None: gathering them one by one would cost more than scoring everything.
+    """
+    if len(logits) != len(offsets):
+        raise InputError(f"{len(logits)} logit levels but {len(offsets)} offset levels")
+    bound = np.float32(_logit_bound(score_thr))
+    levels, masks = [], []
+    for level, level_offsets in zip(logits, offsets):
+        level, level_offsets = _one_image(level, image_index), _one_image(level_offsets, image_index)
+        channels, height, width = level.shape
+        if channels % num_classes or level_offsets.shape != (channels * 4 // num_classes, height, width):
+            raise InputError(f"head outputs of shapes {level.shape} and {level_offsets.shape} do not match {num_classes} classes")
+        levels.append((level, level_offsets))
+        masks.append(level > bound if bound > -np.inf else ~np.isnan(level))
+    if sum(int(np.count_nonzero(mask)) for mask in masks) > max_share * sum(mask.size for mask in masks):
+        return None
+    classes, anchors, values, deltas = [], [], [], []
+    first_anchor = 0
+    for (level, level_offsets), mask in zip(levels, masks):
+        channels, height, width = level.shape
+        per_location = channels // num_classes
+        flat = np.flatnonzero(mask)  # one index per hit: far cheaper than nonzero()'s three
+        channel, cell = np.divmod(flat, height * width)
+        anchor_in_cell, class_id = np.divmod(channel, num_classes)
+        classes.append(class_id)
+        anchors.append(first_anchor + cell * per_location + anchor_in_cell)
+        values.append(level.reshape(-1)[flat])
+        offsets_flat = level_offsets.reshape(-1)
+        deltas.append(np.stack([offsets_flat[(anchor_in_cell * 4 + j) * height * width + cell] for j in range(4)], axis=1))
+        first_anchor += height * width * per_location
+    if not classes:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, 4), np.float32)
+    class_ids, anchor_ids = np.concatenate(classes), np.concatenate(anchors)
+    order = np.lexsort((anchor_ids, class_ids))
+    scores = sigmoid(np.ascontiguousarray(np.concatenate(values)[order]))
+    above = scores > score_thr
+    order = order[above]
+    return (class_ids[order], anchor_ids[order], scores[above],
+            np.concatenate(deltas, axis=0)[order].astype(np.float32, copy=False))
 
 
 @functools.lru_cache(maxsize=16)
@@ -278,14 +362,21 @@ def detections_for_image(
     clipped before NMS, as in the official evaluator.
     """
     post_config = post_config or DetectorPostprocessConfig()
-    scores, deltas = flatten_head_outputs(logits, offsets, num_classes, image_index)
     anchors = anchors_for_outputs(logits, anchor_config)
-    if anchors.shape[0] != scores.shape[0]:
-        raise ConfigError(f"{anchors.shape[0]} anchors for {scores.shape[0]} head outputs: anchor config mismatch")
-    boxes = map_boxes_to_image(decode_boxes(anchors, deltas), im_info)
-    return postprocess_detections(
-        scores, boxes, post_config.score_thr, post_config.nms_thr, post_config.max_dets
-    )
+    outputs = sum(np.shape(level)[-3] // num_classes * np.shape(level)[-2] * np.shape(level)[-1] for level in logits)
+    if anchors.shape[0] != outputs:
+        raise ConfigError(f"{anchors.shape[0]} anchors for {outputs} head outputs: anchor config mismatch")
+    found = score_candidates(logits, offsets, post_config.score_thr, num_classes, image_index, SPARSE_SHARE)
+    if found is None:  # most anchors are candidates: score them all at once
+        scores, deltas = flatten_head_outputs(logits, offsets, num_classes, image_index)
+        boxes = map_boxes_to_image(decode_boxes(anchors, deltas), im_info)
+        return postprocess_detections(scores, boxes, post_config.score_thr, post_config.nms_thr, post_config.max_dets)
+    class_ids, anchor_ids, scores, deltas = found
+    boxes = map_boxes_to_image(decode_boxes(anchors[anchor_ids], deltas), im_info)
+    bounds = np.searchsorted(class_ids, np.arange(num_classes + 1))  # class_ids are sorted
+    classes = ((c, scores[bounds[c]:bounds[c + 1]], boxes[bounds[c]:bounds[c + 1]])
+               for c in range(num_classes) if bounds[c + 1] > bounds[c])
+    return _nms_per_class(classes, post_config.nms_thr, post_config.max_dets)
 
 
 __all__ = [
@@ -298,5 +389,6 @@ __all__ = [
     "map_boxes_to_image",
     "nms",
     "postprocess_detections",
+    "score_candidates",
     "sigmoid",
 ]
