@@ -135,7 +135,7 @@ def compare_precisions(reference: Sequence[np.ndarray], candidate: Sequence[np.n
     if p99 > P99_MAP_ERROR:
         result.problems.append(f"1% of the maps are off by more than {p99:.1%} of their range (limit {P99_MAP_ERROR:.0%})")
     if result.median_error > MEDIAN_MAP_ERROR:
-        result.problems.append(f"the median map is off by {result.median_error:.1%} of its range (limit {MEDIAN_MAP_ERROR:.0%})")
+        result.problems.append(f"the median map is off by {result.median_error:.1%} of its range (limit {MEDIAN_MAP_ERROR:.1%})")
     if result.prominent_maps and result.peaks_agreeing < MIN_PEAK_AGREEMENT * result.prominent_maps:
         result.problems.append(f"only {result.peaks_agreeing} of {result.prominent_maps} prominent peaks stay within one pixel")
     return result
