@@ -6,9 +6,10 @@ Nothing here runs a model. Decoding happens ahead of inference on a background t
 
 from __future__ import annotations
 
-import collections
 import glob
 import os
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
@@ -192,32 +193,60 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+_END = object()
+
+
 def prefetch(items: Iterable[T], load: Callable[[T], R], depth: int = 4) -> Iterator[Tuple[T, Optional[R], Optional[BaseException]]]:
-    """Yield (item, load(item), error) in order, with `load` running up to `depth` items ahead.
+    """Yield (item, load(item), error) in order, with `load` running on up to `depth` items ahead.
 
     `items` is iterated on the calling thread (it may run MegEngine, which is bound to
     the thread that initialised it); only `load` (numpy/cv2 work, which releases the
     GIL) runs on a background thread. Errors from `load` are yielded, not raised, so
-    the consumer decides whether a bad file stops the batch.
+    the consumer decides whether a bad file stops the batch. At most `depth` items are
+    handed to the loader beyond the one being yielded.
+
+    Stopping early (the consumer breaks, or a signal raises Interrupted while the calling
+    thread waits here) tells the loader to skip what it still holds and waits only for the
+    load in progress, so no decode is left running (and holding fd 2, io.image_checks) while
+    the process exits; a second Ctrl-C interrupts that wait, and the loader, a daemon
+    thread, then holds up nothing. The calling thread waits on C-level queues only: an
+    exception raised by a signal handler cannot leave a Python-level lock held there for
+    the loader to block on (a ThreadPoolExecutor's futures could, and its shutdown then
+    waited for ever).
     """
-    from concurrent.futures import ThreadPoolExecutor
+    todo: "queue.SimpleQueue" = queue.SimpleQueue()
+    done: "queue.SimpleQueue" = queue.SimpleQueue()
+    abandoned = [False]  # a plain flag: setting it takes no lock
 
-    window: "collections.deque" = collections.deque()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mspn-prefetch") as pool:
-        try:
-            for item in items:
-                window.append((item, pool.submit(load, item)))
-                if len(window) > max(depth, 1):
-                    yield _settle(*window.popleft())
-            while window:
-                yield _settle(*window.popleft())
-        finally:
-            for _, future in window:
-                future.cancel()
+    def work() -> None:
+        while True:
+            item = todo.get()
+            if item is _END:
+                return
+            if abandoned[0]:
+                continue
+            try:
+                done.put((item, load(item), None))
+            except Exception as exc:  # noqa: BLE001 - handed to the consumer
+                done.put((item, None, exc))
 
-
-def _settle(item, future):
+    loader = threading.Thread(target=work, name="mspn-prefetch", daemon=True)
+    loader.start()
+    ahead = max(depth, 0) + 1  # items handed to the loader and not yet yielded
+    in_flight = 0
+    finished = False
     try:
-        return item, future.result(), None
-    except Exception as exc:  # noqa: BLE001 - handed to the consumer
-        return item, None, exc
+        for item in items:
+            todo.put(item)
+            in_flight += 1
+            if in_flight >= ahead:
+                in_flight -= 1
+                yield done.get()
+        while in_flight:
+            in_flight -= 1
+            yield done.get()
+        finished = True
+    finally:
+        abandoned[0] = not finished
+        todo.put(_END)
+        loader.join()
