@@ -65,6 +65,22 @@ def skip_module_without_megengine() -> None:
         pytest.skip(MEGENGINE_SKIP_REASON, allow_module_level=True)
 
 
+def megengine_idle():
+    """The `megengine` module for test modules that define networks at import, without running
+    an operation: collection then starts no MegEngine thread (MEGENGINE_IN_PROCESS below). The
+    package's import_megengine() still runs its quiet first operation when it is first called."""
+    from mspn_cli._mge import require_megengine, silenced_stderr
+
+    require_megengine()
+    with silenced_stderr():
+        import megengine
+        import megengine.functional  # noqa: F401
+        import megengine.module  # noqa: F401
+
+        megengine.logger.set_log_level("ERROR")
+    return megengine
+
+
 # In CI a skip for a missing package fails (tests/skip_guard.py): hooks collected by name.
 from tests.skip_guard import pytest_make_collect_report, pytest_runtest_makereport  # noqa: E402,F401
 
@@ -89,14 +105,70 @@ def pytest_configure(config):
     os.environ["no_proxy"] = os.environ["NO_PROXY"] = "127.0.0.1,localhost"
 
 
+# Test files that run MegEngine inside the pytest process. They run last: once MegEngine has
+# run one operation, its event-polling thread ("CompNodeSync", waking every 10 us) takes about a
+# third of a core for the rest of the process, which on 2 cores slows every later test and the
+# `mspn` children they start. A test elsewhere that starts that thread is named in a warning
+# (pytest_runtest_teardown below), so this list cannot silently go stale.
+MEGENGINE_IN_PROCESS = {
+    "tests/cli/test_doctor.py",
+    "tests/unit/test_export.py",
+    "tests/unit/test_weight_manifest.py",
+    "tests/unit/test_weights.py",
+    "tests/contract/test_mspn_model.py",
+    "tests/contract/test_retinanet_model.py",
+    "tests/slow/test_backends.py",
+    "tests/slow/test_export_networks.py",
+    "tests/slow/test_graph_cache_backend.py",
+    "tests/slow/test_graph_templates.py",
+    "tests/slow/test_megengine_reference.py",
+}
+
+
+def _repo_relative(item) -> str:
+    return Path(str(item.fspath)).resolve().relative_to(REPO).as_posix()
+
+
 def pytest_collection_modifyitems(config, items):
     """Everything under tests/slow carries the `slow` marker: `-m "not slow"` is the quick run.
-    Tests marked `megengine` are skipped where MegEngine is optional and absent (MEGENGINE_SKIPS)."""
+    Tests marked `megengine` are skipped where MegEngine is optional and absent (MEGENGINE_SKIPS).
+    The files in MEGENGINE_IN_PROCESS run last, in their collected order."""
     for item in items:
         if SLOW_FOLDER in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.slow)
         if MEGENGINE_SKIPS and item.get_closest_marker("megengine") is not None:
             item.add_marker(pytest.mark.skip(reason=MEGENGINE_SKIP_REASON))
+    items.sort(key=lambda item: _repo_relative(item) in MEGENGINE_IN_PROCESS)  # stable: order kept within each part
+
+
+def _megengine_polls_here() -> bool:
+    """Whether MegEngine's event-polling thread runs in this process (Linux: threads by name)."""
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return False
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/comm") as handle:
+                if handle.read().strip() == "CompNodeSync":
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+_megengine_started_by: list = []
+
+
+def pytest_runtest_teardown(item, nextitem):
+    if _megengine_started_by or not _megengine_installed() or not _megengine_polls_here():
+        return
+    _megengine_started_by.append(item.nodeid)
+    if _repo_relative(item) not in MEGENGINE_IN_PROCESS:
+        import warnings
+
+        warnings.warn(f"{item.nodeid} ran MegEngine in the pytest process; add its file to "
+                      "tests/conftest.py MEGENGINE_IN_PROCESS so that it runs last", pytest.PytestWarning)
 
 
 def _lite_runs() -> bool:
@@ -117,6 +189,19 @@ requires_lite = pytest.mark.skipif(not _lite_runs(), reason="MegEngine Lite does
 def mspn_weights() -> Path:
     """Seeded random MSPN weights in the official pickle format (tests only)."""
     return _generate("mspn_4stage", "mspn_4stage_random_seed0.pkl", seed=0)
+
+
+@pytest.fixture(scope="session")
+def cli_exported_mspn(tmp_path_factory, mspn_weights):
+    """`mspn export mspn_4stage --format onnx` of the seeded weights, once per session: (file, finished process).
+
+    Where MegEngine is installed this is the exporter with its check against MegEngine, the
+    slowest export there is; tests/slow/test_export_networks.py and test_graph_templates.py share it.
+    """
+    target = tmp_path_factory.mktemp("cli-export") / "mspn.onnx"
+    proc = run_mspn("export", "mspn_4stage", "--format", "onnx", "--weights", mspn_weights, "-o", target)
+    assert proc.returncode == 0, proc.stderr
+    return target, proc
 
 
 @pytest.fixture(scope="session")

@@ -101,7 +101,8 @@ def import_megengine(feature: str = DEFAULT_FEATURE):
     Where MegEngine is not installed: errors.MegEngineMissing (a UsageError and a
     ModuleNotFoundError) saying that `feature` needs it and how to get it.
     """
-    if "megengine" in sys.modules:
+    global _initialised
+    if _initialised:
         return sys.modules["megengine"]
     require_megengine(feature)
     cap_heap_growth()
@@ -112,10 +113,16 @@ def import_megengine(feature: str = DEFAULT_FEATURE):
 
         megengine.logger.set_log_level("ERROR")
         # The first device query and the first tensor initialise the compute node,
-        # which is when the driver messages are printed: do both in here.
+        # which is when the driver messages are printed: do both in here. (Decided by
+        # this flag, not by "megengine" in sys.modules: whoever imported MegEngine
+        # before may not have run anything yet.)
         megengine.is_cuda_available()
         (megengine.tensor([0.0]) + 1).numpy()
+    _initialised = True
     return megengine
+
+
+_initialised = False
 
 
 def gpu_count() -> int:

@@ -262,11 +262,16 @@ def test_eval_shards_merged_through_the_cli_equal_one_run(tmp_path, mspn_weights
 
 # ---------------------------------------------------------------- export the detector as ONNX with --batch
 def test_export_detector_onnx_with_a_fixed_batch(tmp_path, eager_detector_weights):
+    """From the packaged template, as on Python 3.11+, in every world: the exporter's own path
+    (Python 3.10, checked against MegEngine) with --batch is tests/slow/test_graph_templates.py's."""
     import onnxruntime
+
+    from tests.tripwire import megengine_hidden_env
 
     out = tmp_path / "detector.onnx"
     proc = run_mspn("export", "retinanet_res50_coco_3x_800size", "--format", "onnx", "--weights", eager_detector_weights,
-                    "--batch", "2", "--input-size", "64,64", "-o", out, "-q", timeout=600)
+                    "--batch", "2", "--input-size", "64,64", "-o", out, "-q", timeout=600,
+                    env=megengine_hidden_env(MSPN_HOME=str(tmp_path / "home")))
     assert proc.returncode == 0, proc.stderr
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     (only_input,) = session.get_inputs()

@@ -10,13 +10,12 @@ from tests.conftest import skip_module_without_megengine  # noqa: E402
 skip_module_without_megengine()
 pytestmark = pytest.mark.megengine
 
-from mspn_cli._mge import import_megengine
+from tests.conftest import megengine_idle  # noqa: E402
 from mspn_cli.models import build_model
-from mspn_cli.models.retinanet import DETECTOR_PIXEL_MEAN, DETECTOR_PIXEL_STD, RetinaNet
 from tests.conftest import REFERENCE
 from tests.weightgen import random_state_dict
 
-mge = import_megengine()
+mge = megengine_idle()
 
 MANIFEST = REFERENCE / "retinanet_res50_coco_3x_800size.manifest.tsv"
 SMALL_INPUT = (1, 3, 128, 160)
@@ -58,6 +57,8 @@ def test_state_dict_equals_official_manifest(model):
 
 
 def test_pixel_statistics_are_not_state(model):
+    from mspn_cli.models.retinanet import RetinaNet
+
     other = RetinaNet(mean=(1.0, 2.0, 3.0), std=(4.0, 5.0, 6.0))
     assert list(other.state_dict()) == list(model.state_dict())
     assert not any("mean" in key and "running" not in key for key in model.state_dict())
@@ -79,6 +80,8 @@ def test_batch_images_are_independent(model):
 
 
 def test_traced_graph_matches_eager_for_several_sizes(model):
+    from mspn_cli.models.retinanet import RetinaNet
+
     from megengine.jit import trace
 
     @trace(symbolic=True, capture_as_const=True)
@@ -98,6 +101,8 @@ def test_traced_graph_matches_eager_for_several_sizes(model):
 
 
 def test_normalisation_happens_inside_the_network(model):
+    from mspn_cli.models.retinanet import DETECTOR_PIXEL_MEAN, DETECTOR_PIXEL_STD, RetinaNet
+
     # Raw pixels with a zero-padded bottom/right border, as prepare_detector_batch makes.
     raw = _raw_image(SMALL_INPUT, seed=4, valid=(100, 130))
     mean = np.asarray(DETECTOR_PIXEL_MEAN, np.float32).reshape(1, 3, 1, 1)

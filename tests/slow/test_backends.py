@@ -14,12 +14,13 @@ from tests.conftest import skip_module_without_megengine  # noqa: E402
 skip_module_without_megengine()
 pytestmark = pytest.mark.megengine
 
-from mspn_cli._mge import import_megengine
+from tests.conftest import megengine_idle  # noqa: E402
 from mspn_cli.runtime import available_backends, create_backend
 from mspn_cli.export.verify import relative_error
 from mspn_cli.errors import UsageError
+from mspn_cli.runtime.openvino_backend import openvino_available
 
-mge = import_megengine()
+mge = megengine_idle()
 F = mge.functional
 M = mge.module
 
@@ -28,7 +29,7 @@ EXPORTED_BACKENDS = [
     "onnxruntime",
     pytest.param("mge-lite", marks=requires_lite),
     pytest.param("openvino", marks=pytest.mark.skipif(
-        "openvino" not in available_backends("cpu"), reason="openvino is not installed (optional)")),
+        not openvino_available("cpu"), reason="openvino is not installed (optional)")),
 ]
 
 

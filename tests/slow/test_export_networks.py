@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from tests.conftest import assert_clean_error, requires_lite, run_mspn
 
@@ -18,20 +17,12 @@ TOLERANCE = 1e-4
 # --------------------------------------------------------------------------- the CLI
 
 
-@pytest.fixture(scope="module")
-def exported_mspn(tmp_path_factory, mspn_weights):
-    target = tmp_path_factory.mktemp("cli") / "mspn.onnx"
-    proc = run_mspn("export", "mspn_4stage", "--format", "onnx", "--weights", mspn_weights, "-o", target)
-    assert proc.returncode == 0, proc.stderr
-    return target, proc
-
-
-def test_cli_export_onnx_matches_megengine(exported_mspn, mspn_weights):
+def test_cli_export_onnx_matches_megengine(cli_exported_mspn, mspn_weights):
     from mspn_cli.runtime import create_backend
     from mspn_cli.models import build_model
     from mspn_cli.weights import load_checkpoint, load_weights_into
 
-    target, proc = exported_mspn
+    target, proc = cli_exported_mspn
     assert "matches MegEngine" in proc.stderr
     model = onnx.load(str(target))
     onnx.checker.check_model(model)
@@ -47,8 +38,8 @@ def test_cli_export_onnx_matches_megengine(exported_mspn, mspn_weights):
     assert relative_error(actual, expected) <= TOLERANCE
 
 
-def test_cli_export_refuses_to_overwrite(exported_mspn, mspn_weights):
-    target, _ = exported_mspn
+def test_cli_export_refuses_to_overwrite(cli_exported_mspn, mspn_weights):
+    target, _ = cli_exported_mspn
     before = target.stat().st_mtime_ns
     proc = run_mspn("export", "mspn_4stage", "--format", "onnx", "--weights", mspn_weights, "-o", target)
     assert_clean_error(proc)

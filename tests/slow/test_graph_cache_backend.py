@@ -15,11 +15,11 @@ from tests.conftest import skip_module_without_megengine  # noqa: E402
 skip_module_without_megengine()
 pytestmark = pytest.mark.megengine
 
-from mspn_cli._mge import import_megengine  # noqa: E402
+from tests.conftest import megengine_idle  # noqa: E402
 from mspn_cli.runtime import create_backend  # noqa: E402
 from mspn_cli.weights import store  # noqa: E402
 
-mge = import_megengine()
+mge = megengine_idle()
 M = mge.module
 
 

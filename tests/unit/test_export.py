@@ -15,14 +15,14 @@ from tests.conftest import skip_module_without_megengine  # noqa: E402
 skip_module_without_megengine()
 pytestmark = pytest.mark.megengine
 
-from mspn_cli._mge import import_megengine  # noqa: E402
+from tests.conftest import megengine_idle  # noqa: E402
 from mspn_cli.errors import UnsupportedOperatorError  # noqa: E402
 from mspn_cli.export.mge import export_mge  # noqa: E402
 from mspn_cli.export.onnx import convert_mge_graph, export_onnx  # noqa: E402
 from mspn_cli.export.trace import flatten_outputs, trace_and_dump  # noqa: E402
 from mspn_cli.export.verify import relative_error  # noqa: E402
 
-mge = import_megengine()
+mge = megengine_idle()
 F = mge.functional
 M = mge.module
 
