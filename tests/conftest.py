@@ -69,16 +69,10 @@ def megengine_idle():
     """The `megengine` module for test modules that define networks at import, without running
     an operation: collection then starts no MegEngine thread (MEGENGINE_IN_PROCESS below). The
     package's import_megengine() still runs its quiet first operation when it is first called."""
-    from mspn_cli._mge import require_megengine, silenced_stderr
+    from mspn_cli._mge import import_megengine_modules, require_megengine
 
     require_megengine()
-    with silenced_stderr():
-        import megengine
-        import megengine.functional  # noqa: F401
-        import megengine.module  # noqa: F401
-
-        megengine.logger.set_log_level("ERROR")
-    return megengine
+    return import_megengine_modules()
 
 
 # In CI a skip for a missing package fails (tests/skip_guard.py): hooks collected by name.
@@ -161,7 +155,7 @@ _megengine_started_by: list = []
 
 
 def pytest_runtest_teardown(item, nextitem):
-    if _megengine_started_by or not _megengine_installed() or not _megengine_polls_here():
+    if _megengine_started_by or "megengine" not in sys.modules or not _megengine_polls_here():
         return
     _megengine_started_by.append(item.nodeid)
     if _repo_relative(item) not in MEGENGINE_IN_PROCESS:

@@ -106,12 +106,8 @@ def import_megengine(feature: str = DEFAULT_FEATURE):
         return sys.modules["megengine"]
     require_megengine(feature)
     cap_heap_growth()
+    megengine = import_megengine_modules()
     with silenced_stderr():
-        import megengine
-        import megengine.functional  # noqa: F401
-        import megengine.module  # noqa: F401
-
-        megengine.logger.set_log_level("ERROR")
         # The first device query and the first tensor initialise the compute node,
         # which is when the driver messages are printed: do both in here. (Decided by
         # this flag, not by "megengine" in sys.modules: whoever imported MegEngine
@@ -119,6 +115,22 @@ def import_megengine(feature: str = DEFAULT_FEATURE):
         megengine.is_cuda_available()
         (megengine.tensor([0.0]) + 1).numpy()
     _initialised = True
+    return megengine
+
+
+def import_megengine_modules():
+    """`megengine` with its functional and module packages, imported quietly, running nothing.
+
+    Enough to define networks. No operation runs, so MegEngine's event-polling thread,
+    which takes about a third of a core once started, does not start yet; the first
+    operation prints the driver messages unless import_megengine() ran it.
+    """
+    with silenced_stderr():
+        import megengine
+        import megengine.functional  # noqa: F401
+        import megengine.module  # noqa: F401
+
+        megengine.logger.set_log_level("ERROR")
     return megengine
 
 
