@@ -186,16 +186,25 @@ def mspn_weights() -> Path:
 
 
 @pytest.fixture(scope="session")
-def cli_exported_mspn(tmp_path_factory, mspn_weights):
-    """`mspn export mspn_4stage --format onnx` of the seeded weights, once per session: (file, finished process).
+def cli_export(tmp_path_factory):
+    """`cli_export(model, weights, *options)`: `mspn export MODEL --format onnx` once per session
+    for each (model, weights, options), as (file, finished process).
 
     Where MegEngine is installed this is the exporter with its check against MegEngine, the
     slowest export there is; tests/slow/test_export_networks.py and test_graph_templates.py share it.
     """
-    target = tmp_path_factory.mktemp("cli-export") / "mspn.onnx"
-    proc = run_mspn("export", "mspn_4stage", "--format", "onnx", "--weights", mspn_weights, "-o", target)
-    assert proc.returncode == 0, proc.stderr
-    return target, proc
+    done = {}
+
+    def export(model: str, weights: Path, *options: str):
+        key = (model, str(weights), options)
+        if key not in done:
+            target = tmp_path_factory.mktemp("cli-export") / f"{model}.onnx"
+            proc = run_mspn("export", model, "--format", "onnx", "--weights", weights, "-o", target, *options)
+            assert proc.returncode == 0, proc.stderr
+            done[key] = target, proc
+        return done[key]
+
+    return export
 
 
 @pytest.fixture(scope="session")

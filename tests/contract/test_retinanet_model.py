@@ -16,6 +16,8 @@ from tests.conftest import REFERENCE
 from tests.weightgen import random_state_dict
 
 mge = megengine_idle()
+# mspn_cli.models.retinanet is imported inside the tests that use it: importing it runs MegEngine's
+# first operation (models/resnet.py), which would start its polling thread during collection.
 
 MANIFEST = REFERENCE / "retinanet_res50_coco_3x_800size.manifest.tsv"
 SMALL_INPUT = (1, 3, 128, 160)

@@ -17,12 +17,12 @@ TOLERANCE = 1e-4
 # --------------------------------------------------------------------------- the CLI
 
 
-def test_cli_export_onnx_matches_megengine(cli_exported_mspn, mspn_weights):
+def test_cli_export_onnx_matches_megengine(cli_export, mspn_weights):
     from mspn_cli.runtime import create_backend
     from mspn_cli.models import build_model
     from mspn_cli.weights import load_checkpoint, load_weights_into
 
-    target, proc = cli_exported_mspn
+    target, proc = cli_export("mspn_4stage", mspn_weights)
     assert "matches MegEngine" in proc.stderr
     model = onnx.load(str(target))
     onnx.checker.check_model(model)
@@ -38,8 +38,8 @@ def test_cli_export_onnx_matches_megengine(cli_exported_mspn, mspn_weights):
     assert relative_error(actual, expected) <= TOLERANCE
 
 
-def test_cli_export_refuses_to_overwrite(cli_exported_mspn, mspn_weights):
-    target, _ = cli_exported_mspn
+def test_cli_export_refuses_to_overwrite(cli_export, mspn_weights):
+    target, _ = cli_export("mspn_4stage", mspn_weights)
     before = target.stat().st_mtime_ns
     proc = run_mspn("export", "mspn_4stage", "--format", "onnx", "--weights", mspn_weights, "-o", target)
     assert_clean_error(proc)

@@ -72,7 +72,7 @@ def test_shipped_template_is_the_exporters_current_one(network):
     ("mspn_4stage", "mspn_weights", []),
     ("retinanet_res50_coco_3x_800size", "detector_weights", ["--batch", "2", "--input-size", "128,160"]),
 ])
-def test_cli_export_onnx_without_megengine_has_the_exporters_bytes(tmp_path, request, model, weights_fixture, options):
+def test_cli_export_onnx_without_megengine_has_the_exporters_bytes(tmp_path, request, cli_export, model, weights_fixture, options):
     """Without MegEngine, `mspn export --format onnx` fills the template: the exporter's bytes
     (with MegEngine and --verify, the exporter runs and checks the graph against MegEngine)."""
     from tests.conftest import run_mspn
@@ -80,12 +80,7 @@ def test_cli_export_onnx_without_megengine_has_the_exporters_bytes(tmp_path, req
 
     weights = request.getfixturevalue(weights_fixture)
     filled = tmp_path / "template.onnx"
-    if model == "mspn_4stage" and not options:  # the session's export (conftest.cli_exported_mspn)
-        exported, proc = request.getfixturevalue("cli_exported_mspn")
-    else:
-        exported = tmp_path / "exporter.onnx"
-        proc = run_mspn("export", model, "--format", "onnx", "--weights", weights, "-o", exported, *options)
-        assert proc.returncode == 0, proc.stderr
+    exported, proc = cli_export(model, weights, *options)
     assert "matches MegEngine" in proc.stderr
     proc = run_mspn("export", model, "--format", "onnx", "--weights", weights, "-o", filled, *options,
                     env=megengine_hidden_env(MSPN_HOME=str(tmp_path / "no-megengine" / "home")))
