@@ -428,8 +428,11 @@ def test_sigint_mid_run_flushes_finished_results(assets: Assets, tmp_path: Path)
     # Explicit paths: a folder listing keeps regular files only.
     args = kp(assets, *(folder / name for name in names), "--boxes", boxes, "--json", out, "--jsonl")
     env = dict(os.environ, MSPN_HOME=str(WEIGHTS_CACHE / "home"), COLUMNS="200")
+    # SIGINT as at a terminal: a shell without job control starts background commands with SIGINT
+    # ignored, the child would inherit that, and Python then installs no KeyboardInterrupt handler.
     proc = subprocess.Popen([sys.executable, "-m", "mspn_cli", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         first_line = proc.stdout.readline()  # blocks until the first image is finished
         assert first_line, proc.stderr.read() if proc.poll() is not None else "no output"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tests.conftest import assert_clean_error, requires_lite, run_mspn
 
@@ -17,6 +18,7 @@ TOLERANCE = 1e-4
 # --------------------------------------------------------------------------- the CLI
 
 
+@pytest.mark.megengine  # compares with MegEngine, or writes .mge
 def test_cli_export_onnx_matches_megengine(cli_export, mspn_weights):
     from mspn_cli.runtime import create_backend
     from mspn_cli.models import build_model
@@ -47,6 +49,7 @@ def test_cli_export_refuses_to_overwrite(cli_export, mspn_weights):
     assert target.stat().st_mtime_ns == before
 
 
+@pytest.mark.megengine  # compares with MegEngine, or writes .mge
 @requires_lite
 def test_cli_export_mge_detector_runs_in_lite_at_another_size(tmp_path, detector_weights):
     from mspn_cli.runtime import create_backend
@@ -73,6 +76,7 @@ def test_cli_export_mge_detector_runs_in_lite_at_another_size(tmp_path, detector
         assert relative_error(got, want) <= TOLERANCE
 
 
+@pytest.mark.megengine  # compares with MegEngine, or writes .mge
 def test_cli_export_mge_where_lite_cannot_run_asks_for_no_verify(tmp_path, detector_weights, monkeypatch):
     """Where Lite's JIT fails (the probe said so), verification is refused in one line, not a hang."""
     from mspn_cli.runtime import lite_probe

@@ -14,6 +14,8 @@ import pytest
 
 from mspn_cli.export.graph_template import fill_template, load_template, recipes_to_json
 
+pytestmark = pytest.mark.megengine  # every test here runs the exporter, which traces with MegEngine
+
 
 def _export(config, weights):
     """(exporter's bytes, converted without recording recipes; bytes with recipes; template from it)."""
