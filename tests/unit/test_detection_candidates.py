@@ -110,3 +110,15 @@ def test_mismatched_offsets_are_refused():
     logits, offsets = _head_outputs(6)
     with pytest.raises(InputError):
         score_candidates(logits, [offsets[0][:, :32]] + offsets[1:], 0.05, NUM_CLASSES)
+
+
+def test_the_head_outputs_default_to_cocos_80_classes():
+    """Called without num_classes, both readers of the head take COCO's 80 classes (reference §7.1)."""
+    logits, offsets = _head_outputs(8)
+    scores, deltas = flatten_head_outputs(logits, offsets)
+    np.testing.assert_array_equal(scores, flatten_head_outputs(logits, offsets, NUM_CLASSES)[0])
+    assert scores.shape[1] == NUM_CLASSES and deltas.shape == (scores.shape[0], 4)
+    found = score_candidates(logits, offsets, 0.05)
+    expected = score_candidates(logits, offsets, 0.05, NUM_CLASSES)
+    for got, want in zip(found, expected):
+        np.testing.assert_array_equal(got, want)

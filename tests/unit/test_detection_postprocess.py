@@ -17,6 +17,7 @@ from mspn_cli.detection.postprocess import (
     nms,
     postprocess_detections,
 )
+from mspn_cli.errors import InputError
 
 SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
 RATIOS = (0.5, 1.0, 2.0)
@@ -131,8 +132,9 @@ def test_nms_keeps_iou_exactly_at_threshold():
     exactly_half = [0, 0, 10, 5]  # inter 50 / union 100
     above_half = [0, 0, 10, 5.01]  # inter 50.1 / union 100
     scores = np.array([0.9, 0.8], np.float32)
-    assert nms(np.array([anchor, exactly_half], np.float32), scores, 0.5).tolist() == [0, 1]
-    assert nms(np.array([anchor, above_half], np.float32), scores, 0.5).tolist() == [0]
+    for chunk_size in (1024, 1):  # within a chunk, and across chunks (the kept boxes filter the next chunk)
+        assert nms(np.array([anchor, exactly_half], np.float32), scores, 0.5, chunk_size=chunk_size).tolist() == [0, 1]
+        assert nms(np.array([anchor, above_half], np.float32), scores, 0.5, chunk_size=chunk_size).tolist() == [0]
 
 
 def test_nms_order_and_chains():
@@ -210,6 +212,30 @@ def test_score_exactly_at_threshold_is_excluded():
     detections = postprocess_detections(scores, boxes, 0.05, 0.5, 100)
     assert detections.shape == (1, 6)
     np.testing.assert_array_equal(detections[0, :4], boxes[1])
+
+
+def test_exactly_max_dets_rows_keep_their_class_grouping():
+    """Reference §7.5: only *more than* the cap are sorted by score and cut; exactly the cap
+    keeps the rows grouped by class, each class in its NMS keep order."""
+    boxes = _separate_boxes(3)
+    scores = np.zeros((3, 80), np.float32)
+    scores[0, 0] = 0.2
+    scores[1, 2] = 0.9
+    scores[2, 2] = 0.6
+    at_cap = postprocess_detections(scores, boxes, 0.05, 0.5, 3)
+    assert at_cap[:, 5].tolist() == [0, 2, 2]
+    np.testing.assert_allclose(at_cap[:, 4], [0.2, 0.9, 0.6])
+    over_cap = postprocess_detections(scores, boxes, 0.05, 0.5, 2)
+    assert over_cap[:, 5].tolist() == [2, 2]
+    np.testing.assert_allclose(over_cap[:, 4], [0.9, 0.6])
+
+
+def test_scores_of_another_length_or_rank_than_the_boxes_are_refused():
+    boxes = _separate_boxes(3)
+    with pytest.raises(InputError, match="do not match"):
+        postprocess_detections(np.zeros((2, 80), np.float32), boxes)
+    with pytest.raises(InputError, match="do not match"):
+        postprocess_detections(np.full(3, 0.9, np.float32), boxes)  # one score per box, no classes
 
 
 def test_empty_input_gives_zero_by_six():

@@ -101,6 +101,42 @@ def test_multi_page_tiff_says_only_page_one_is_used(tmp_path):
     assert notes == []
 
 
+def _bigtiff(pages: int, order: str = "<") -> bytes:
+    """A hand-made BigTIFF: 16-byte header, then `pages` IFDs of one 20-byte entry each,
+    chained by their 8-byte next-IFD offsets (the last one 0)."""
+    magic = b"II+\x00" if order == "<" else b"MM\x00+"
+    data = magic + struct.pack(order + "HHQ", 8, 0, 16)
+    for page in range(pages):
+        following = 16 + 36 * (page + 1) if page < pages - 1 else 0
+        data += struct.pack(order + "Q", 1) + struct.pack(order + "HHQQ", 256, 3, 1, 64) + struct.pack(order + "Q", following)
+    return data
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_bigtiff_pages_are_counted(order):
+    assert [tiff_page_count(_bigtiff(pages, order)) for pages in (1, 2, 3)] == [1, 2, 3]
+
+
+def test_a_stuffed_byte_right_before_the_end_of_image_marker():
+    """In a scan FF 00 is one data byte: the walk steps over the pair and still sees the FF D9
+    right after it; RST markers likewise."""
+    for scan in (b"\x12\xff\x00", b"\x12\xff\xd3"):
+        jpeg = b"\xff\xd8" + b"\xff\xda\x00\x02" + scan + b"\xff\xd9"
+        assert truncation_of(jpeg) is None
+        assert truncation_of(jpeg[:-1]) == "truncated JPEG: the file ends inside the image data (no end-of-image marker)"
+
+
+def test_lines_others_wrote_while_stderr_was_captured_are_given_back(capsys):
+    """Only the decoders' own chatter is dropped from the captured text."""
+    from mspn_cli.io.image_checks import _pass_on_foreign_lines
+
+    _pass_on_foreign_lines("libpng warning: iCCP: known incorrect sRGB profile\nprogress 3/10\n\n"
+                           "[ WARN:0@1.2] global loadsave.cpp\nanother thread's line")
+    assert capsys.readouterr().err == "progress 3/10\nanother thread's line\n"
+    _pass_on_foreign_lines("Corrupt JPEG data: 12 extraneous bytes\n")
+    assert capsys.readouterr().err == ""
+
+
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
 

@@ -120,8 +120,10 @@ def test_savgol_coefficients_are_the_classic_tables():
     assert savgol_coefficients(5, 2) * 35 == pytest.approx([-3, 12, 17, 12, -3])
     assert savgol_coefficients(7, 2) * 21 == pytest.approx([-2, 3, 6, 7, 6, 3, -2])
     assert savgol_coefficients(5, 0) == pytest.approx([0.2] * 5)
-    with pytest.raises(InputError):
-        savgol_coefficients(4, 2)
+    assert savgol_coefficients(1, 0) == pytest.approx([1.0])  # a window of one sample changes nothing
+    for window, order in ((4, 2), (0, 0), (-1, 0), (3, 3)):
+        with pytest.raises(InputError):
+            savgol_coefficients(window, order)
 
 
 @pytest.mark.parametrize("order", [1, 2, 3])

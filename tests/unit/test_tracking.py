@@ -281,18 +281,39 @@ def test_kalman_prediction_over_a_gap_is_the_constant_velocity_model():
     np.testing.assert_allclose(kf.var_velocity, v + (0.01 * height) ** 2 * frames)
 
 
+def test_a_new_track_starts_with_a_spread_of_its_height():
+    """As ByteTrack's filter starts a track: position spread 2 noise units of the box height,
+    velocity spread 10 (velocity unknown), no covariance yet; a box under 1 px counts as 1 px."""
+    from mspn_cli.config import KalmanSettings
+    from mspn_cli.tracking.kalman import BoxKalmanFilter
+
+    settings = KalmanSettings(position_noise=0.05, velocity_noise=0.01, measurement_noise=0.1)
+    for height, scale in ((120.0, 120.0), (0.25, 1.0)):
+        kf = BoxKalmanFilter(np.array([100.0, 200.0, 40.0, height]), settings)
+        np.testing.assert_allclose(kf.var_position, [(2 * 0.05 * scale) ** 2] * 4)
+        np.testing.assert_allclose(kf.var_velocity, [(10 * 0.01 * scale) ** 2] * 4)
+        np.testing.assert_array_equal(kf.covariance, [0.0] * 4)
+        np.testing.assert_array_equal(kf.velocity, [0.0] * 4)
+
+
 def test_box_geometry_of_degenerate_boxes_and_unsure_joints():
     from mspn_cli.tracking.geometry import box_area, boxes_from_keypoints
 
-    # A zero-width box has no area and overlaps nothing, however tall it is.
+    # A zero-width box has no area and overlaps nothing, however tall it is; so for height.
     np.testing.assert_array_equal(box_area(np.array([[5.0, 5.0, 5.0, 50.0], [0.0, 0.0, 0.5, 10.0]])), [0.0, 5.0])
+    np.testing.assert_array_equal(box_area(np.array([[0.0, 5.0, 10.0, 5.0], [0.0, 0.0, 10.0, 0.5]])), [0.0, 5.0])
     assert box_iou(np.array([[5.0, 5.0, 5.0, 50.0]]), np.array([[0.0, 0.0, 10.0, 60.0]]))[0, 0] == 0.0
     # The box of a pose is that of its joints with a positive score, whatever the score's scale.
-    pose = np.zeros((1, 17, 3))
-    pose[0, :, :2] = [[100.0 + k, 200.0 + 2 * k] for k in range(17)]
-    pose[0, :, 2] = -1.0
-    pose[0, 3, 2] = pose[0, 9, 2] = 0.5  # confidence below 1: still a positive score
-    np.testing.assert_array_equal(boxes_from_keypoints(pose), [[103.0, 206.0, 109.0, 218.0]])
+    joints = np.zeros((1, 17, 3))
+    joints[0, :, :2] = [[100.0 + k, 200.0 + 2 * k] for k in range(17)]
+    joints[0, :, 2] = -1.0
+    joints[0, 3, 2] = joints[0, 9, 2] = 0.5  # confidence below 1: still a positive score
+    np.testing.assert_array_equal(boxes_from_keypoints(joints), [[103.0, 206.0, 109.0, 218.0]])
+    # Joints weigh by their scores whatever their scale: two of 0.25 make a defined OKS.
+    keypoints, box = pose(100, 100, 200)
+    keypoints[:, 2] = 0.0
+    keypoints[[0, 5], 2] = 0.25
+    assert keypoint_similarity(keypoints[None], box[None], keypoints[None])[0, 0] == pytest.approx(1.0)
 
 
 def test_a_pose_scored_exactly_high_score_is_matched_once_as_a_high_pose():

@@ -166,6 +166,35 @@ def test_gap_filling_interpolates_a_hidden_person_linearly():
     assert not any(r.get("interpolated") for line in too_short for r in line["instances"])
 
 
+def test_no_gap_is_filled_unless_asked():
+    def scene(f):
+        return [(200, 300, 220, 0.9)] + ([] if f == 10 else [(700 - 10 * f, 310, 200, 0.9)])  # one frame missing
+
+    frames, _ = parse_results(jsonl_text(video_lines(scene, 20)), "r.jsonl")
+    assert retrack(frames, load_tracking_config())[1].interpolated == 0
+    assert retrack(frames, load_tracking_config(), fill_gaps=1)[1].interpolated == 1
+
+
+def test_filled_scores_move_between_the_two_ends_rounded_to_six_decimals():
+    def scene(f):
+        people = [(200, 300, 220, 0.9)]
+        if f < 20:
+            people.append((700 - 10 * f, 310, 200, 0.9))
+        elif f >= 26:
+            people.append((700 - 10 * f, 310, 200, 0.8))
+        return people
+
+    frames, _ = parse_results(jsonl_text(video_lines(scene, 40)), "r.jsonl")
+    out, summary = retrack(frames, load_tracking_config(), fill_gaps=6)
+    assert summary.interpolated == 6
+    for f in range(20, 26):
+        (record,) = [r for r in out[f]["instances"] if r.get("interpolated")]
+        fraction = (f - 19) / 7
+        for key, first, last in (("box_score", 0.9, 0.8), ("score", 1.35, 1.2)):
+            assert record[key] == pytest.approx(first + (last - first) * fraction, abs=1e-6)
+            assert record[key] == round(record[key], 6) and record[key] != round(record[key], 5)
+
+
 # --------------------------------------------------------------------------- smoothing
 
 
