@@ -95,6 +95,10 @@ def require_megengine(feature: str = DEFAULT_FEATURE) -> None:
         raise megengine_missing(feature)
 
 
+# Whether import_megengine() has run MegEngine's quiet first operation in this process.
+_initialised = False
+
+
 def import_megengine(feature: str = DEFAULT_FEATURE):
     """Import and return the `megengine` module without its CUDA chatter.
 
@@ -132,9 +136,6 @@ def import_megengine_modules():
 
         megengine.logger.set_log_level("ERROR")
     return megengine
-
-
-_initialised = False
 
 
 def gpu_count() -> int:

@@ -10,9 +10,8 @@ from tests.conftest import skip_module_without_megengine  # noqa: E402
 skip_module_without_megengine()
 pytestmark = pytest.mark.megengine
 
-from tests.conftest import megengine_idle  # noqa: E402
-from mspn_cli.models import build_model
-from tests.conftest import REFERENCE
+from mspn_cli.models import build_model  # noqa: E402
+from tests.conftest import REFERENCE, megengine_idle  # noqa: E402
 from tests.weightgen import random_state_dict
 
 mge = megengine_idle()
