@@ -88,12 +88,15 @@ demo: setup
 	$(MSPN) keypoints "$$photo" -o $(DEMO_OUT)/vis_skeleton.jpg --json $(DEMO_OUT)/keypoints.json --overwrite
 
 # The whole suite, tests/slow included: CI runs this (.ci/run). The 20 slowest tests are listed.
+# One pytest-xdist worker per usable CPU, each pinned to its own (tests/conftest.py); PYTEST_WORKERS=0
+# runs it in one process.
+PYTEST_WORKERS ?= auto
 test: setup
-	$(PY) -m pytest -q --durations=20
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --durations=20
 
 # Everything but tests/slow (full-size networks end to end, fuzzing, memory): a quick check.
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow"
 
 test-all: test
 

@@ -10,8 +10,27 @@ import sys
 import zlib
 from pathlib import Path
 
-import numpy as np
-import pytest
+
+def _pin_this_worker() -> None:
+    """Under pytest-xdist, each worker and every `mspn` child it starts keep to their own share of
+    the CPUs: the children size their inference threads from that share (runtime.base.usable_cpus),
+    so two workers never run more threads than there are CPUs. Oversubscribed, the backends' spinning
+    threads and MegEngine's polling thread doubled the suite's CPU time on 2 cores."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or count < 2:
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    index = int(worker[2:])
+    share = cpus[index::count] if count <= len(cpus) else [cpus[index % len(cpus)]]
+    os.sched_setaffinity(0, share)
+
+
+# Before NumPy's import, so that the threads its BLAS starts keep to this worker's share too.
+_pin_this_worker()
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # Everything the suite reads is inside the repository; tests/data/SOURCES.md gives each file's origin.
@@ -83,6 +102,12 @@ PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "al
 _closed_port_socket = None
 
 
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per CPU this process may use (not os.cpu_count(), which counts the
+    whole machine's)."""
+    return len(os.sched_getaffinity(0))
+
+
 def pytest_configure(config):
     """No test reaches the internet: every proxy variable points at a port of 127.0.0.1 that
     refuses connections (bound by this process, never listening, so no one else can take it),
@@ -103,19 +128,25 @@ def pytest_configure(config):
 # run one operation, its event-polling thread ("CompNodeSync", waking every 10 us) takes about a
 # third of a core for the rest of the process, which on 2 cores slows every later test and the
 # `mspn` children they start. A test elsewhere that starts that thread is named in a warning
-# (pytest_runtest_teardown below), so this list cannot silently go stale.
-MEGENGINE_IN_PROCESS = {
-    "tests/cli/test_doctor.py",
-    "tests/unit/test_export.py",
-    "tests/unit/test_weight_manifest.py",
-    "tests/unit/test_weights.py",
+# (pytest_runtest_teardown below), so this list cannot silently go stale. The heaviest come first,
+# so that with two workers (pytest -n) neither is left alone with a long file at the end.
+MEGENGINE_IN_PROCESS = (
+    "tests/slow/test_graph_templates.py",
+    "tests/slow/test_export_networks.py",
+    "tests/slow/test_backends.py",
     "tests/contract/test_mspn_model.py",
     "tests/contract/test_retinanet_model.py",
-    "tests/slow/test_backends.py",
-    "tests/slow/test_export_networks.py",
+    "tests/cli/test_doctor.py",
+    "tests/unit/test_weights.py",
+    "tests/unit/test_weight_manifest.py",
+    "tests/unit/test_export.py",
     "tests/slow/test_graph_cache_backend.py",
-    "tests/slow/test_graph_templates.py",
     "tests/slow/test_megengine_reference.py",
+)
+# Files that share a costly session fixture run in the same worker: the exporter with its check
+# against MegEngine (`cli_export`) then runs once, not once per worker.
+SAME_WORKER = {
+    "tests/slow/test_export_networks.py": "tests/slow/test_graph_templates.py",
 }
 
 
@@ -123,16 +154,39 @@ def _repo_relative(item) -> str:
     return Path(str(item.fspath)).resolve().relative_to(REPO).as_posix()
 
 
+def _run_order(item) -> int:
+    path = _repo_relative(item)
+    return MEGENGINE_IN_PROCESS.index(path) if path in MEGENGINE_IN_PROCESS else -1
+
+
 def pytest_collection_modifyitems(config, items):
     """Everything under tests/slow carries the `slow` marker: `-m "not slow"` is the quick run.
     Tests marked `megengine` are skipped where MegEngine is optional and absent (MEGENGINE_SKIPS).
-    The files in MEGENGINE_IN_PROCESS run last, in their collected order."""
+    The files in MEGENGINE_IN_PROCESS run last, in that order."""
     for item in items:
         if SLOW_FOLDER in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.slow)
         if MEGENGINE_SKIPS and item.get_closest_marker("megengine") is not None:
             item.add_marker(pytest.mark.skip(reason=MEGENGINE_SKIP_REASON))
-    items.sort(key=lambda item: _repo_relative(item) in MEGENGINE_IN_PROCESS)  # stable: order kept within each part
+    items.sort(key=_run_order)  # stable: the collected order is kept within each part
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`pytest -n N` (the default `--dist load`, or `loadfile`): each worker takes whole files, in
+    the order above (MegEngine's last), so module and session fixtures run once per file, not once
+    per test, and SAME_WORKER's files go together. xdist's own reordering (largest file first)
+    would have a worker start MegEngine's polling thread at the beginning of the suite."""
+    if config.getoption("dist") not in ("load", "loadfile"):
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class WholeFiles(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return SAME_WORKER.get(path, path)
+
+    config.option.loadscopereorder = False  # scopes in the collected order
+    return WholeFiles(config, log)
 
 
 def _megengine_polls_here() -> bool:

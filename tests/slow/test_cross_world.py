@@ -31,10 +31,13 @@ def _world_outputs(tmp_path: Path, mspn_weights: Path) -> dict:
     boxes = tmp_path / "dets.json"
     boxes.write_text(json.dumps([row for row in json.loads(DETS.read_text()) if row["image_id"] == 785]))
     env = {"MSPN_HOME": str(tmp_path / "home")}  # empty: this world builds its own graphs
+    # One CPU, so one inference thread in both worlds, however each world's suite was spread over
+    # the CPUs (tests/conftest.py pins each pytest-xdist worker to its own share).
     run_mspn("keypoints", IMAGE, "--boxes", boxes, "--json", tmp_path / "out.json", "--weights", mspn_weights,
-             env=env, check=True)
+             env=env, check=True, one_cpu=True)
     run_mspn("eval-coco", "--dets", DETS, "--ann", ANN, "--images", COCO_SAMPLE, "--weights", mspn_weights,
-             "--results", tmp_path / "results.json", "--summary", tmp_path / "summary.json", env=env, check=True)
+             "--results", tmp_path / "results.json", "--summary", tmp_path / "summary.json", env=env, check=True,
+             one_cpu=True)
     # The summary names its own output files: this world's temporary folder becomes "<tmp>".
     return {name: (tmp_path / name).read_bytes().replace(str(tmp_path).encode(), b"<tmp>")
             for name in ("out.json", "results.json", "summary.json")}
