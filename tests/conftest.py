@@ -14,8 +14,9 @@ from pathlib import Path
 def _pin_this_worker() -> None:
     """Under pytest-xdist, each worker and every `mspn` child it starts keep to their own share of
     the CPUs: the children size their inference threads from that share (runtime.base.usable_cpus),
-    so two workers never run more threads than there are CPUs. Oversubscribed, the backends' spinning
-    threads and MegEngine's polling thread doubled the suite's CPU time on 2 cores."""
+    so two workers never run more threads than there are CPUs. Oversubscribed on 2 cores, the
+    backends' spinning threads and MegEngine's polling thread took the suite from 16.5 to 28 CPU
+    minutes, and two workers were slower than one process."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if not worker.startswith("gw") or count < 2:
